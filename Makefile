@@ -1,0 +1,47 @@
+# slimserve: one command to serve, one to test. Everything else is a building block of those two.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+REGISTRY ?= registry
+FAMILY ?= mnist
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: serve test setup registry lint typecheck unit bench-compression bench-serving clean
+
+## serve: set up, build the default registry if it is missing, run the service on it
+serve: registry
+	$(BIN)/python -m service --registry.path $(REGISTRY)
+
+## test: set up, then lint, type-check and run the whole suite
+test: setup lint typecheck unit
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+registry: setup
+	$(BIN)/python -m models build $(FAMILY) --registry $(REGISTRY)
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: setup
+	$(BIN)/mypy
+
+unit: setup
+	$(BIN)/python -m pytest
+
+## benchmarks: separate commands, never part of the tests
+bench-compression: setup
+	$(BIN)/python -m models bench $(FAMILY) --seeds 3 --out benchmarks/compression.md
+
+bench-serving: registry
+	$(BIN)/python -m benchmarks.serving --registry $(REGISTRY) --out benchmarks/serving.md
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
