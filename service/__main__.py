@@ -1,0 +1,23 @@
+"""``python -m service [--flags]``: settings from flags, environment and .env, then serve."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+
+from service.config import settings_from_cli
+from service.server import serve
+
+
+def main(argv: list[str] | None = None) -> None:
+    settings = settings_from_cli(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(
+        level=settings.server.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    asyncio.run(serve(settings))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,89 @@
+"""Open Inference Protocol (KServe v2) REST routes: decode, call the DataPlane, encode."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from starlette.responses import JSONResponse, Response
+
+from service.api.http.context import ServiceContext, context
+from service.api.http.wire import HEADER_LENGTH, decode_infer_request, encode_infer_response, read_body
+from service.dataplane import InferOutcome
+from service.errors import ModelNotReady
+from service.protocol import WireInferRequest
+
+router = APIRouter(prefix="/v2", tags=["Open Inference Protocol"])
+
+INFER_SCHEMA = WireInferRequest.model_json_schema(ref_template="#/$defs/{model}")
+INFER_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {"schema": INFER_SCHEMA},
+            "application/octet-stream": {
+                "schema": {"type": "string", "format": "binary"},
+                "description": "JSON header of Inference-Header-Content-Length bytes, then raw tensors.",
+            },
+        },
+    }
+}
+
+
+def served_headers(outcome: InferOutcome) -> dict[str, str]:
+    card = outcome.served.model.card
+    return {
+        "slimserve-model": card.name,
+        "slimserve-variant": card.variant,
+        "slimserve-version": str(card.version),
+        "slimserve-fallback": "false",
+    }
+
+
+@router.get("", summary="Server metadata")
+async def server_metadata(request: Request) -> dict[str, Any]:
+    return context(request).dataplane.server_metadata()
+
+
+@router.get("/health/live", summary="Liveness")
+async def live(request: Request) -> dict[str, bool]:
+    return {"live": context(request).dataplane.live()}
+
+
+@router.get("/health/ready", summary="Readiness: every variant loaded and warm")
+async def ready(request: Request) -> Response:
+    if not context(request).dataplane.ready():
+        raise ModelNotReady("server is not ready: variants are still loading or unavailable")
+    return JSONResponse({"ready": True})
+
+
+@router.get("/models", summary="Every model version in the repository with its state")
+async def models(request: Request) -> dict[str, Any]:
+    return {"models": context(request).dataplane.repository_index()}
+
+
+@router.get("/models/{model}", summary="Model metadata")
+@router.get("/models/{model}/versions/{version}", summary="Model metadata of one version")
+async def model_metadata(request: Request, model: str, version: str | None = None) -> dict[str, Any]:
+    return context(request).dataplane.model_metadata(model, version)
+
+
+@router.get("/models/{model}/ready", summary="Model readiness")
+@router.get("/models/{model}/versions/{version}/ready", summary="Model version readiness")
+async def model_ready(request: Request, model: str, version: str | None = None) -> Response:
+    if not context(request).dataplane.model_ready(model, version):
+        raise ModelNotReady(f"model '{model}' is not ready")
+    return JSONResponse({"name": model, "ready": True})
+
+
+@router.post("/models/{model}/infer", summary="Inference", openapi_extra=INFER_BODY)
+@router.post(
+    "/models/{model}/versions/{version}/infer", summary="Inference on one version", openapi_extra=INFER_BODY
+)
+async def infer(request: Request, model: str, version: str | None = None) -> Response:
+    ctx: ServiceContext = context(request)
+    body = await read_body(request, ctx.settings.limits.max_request_bytes)
+    decoded = decode_infer_request(body, request.headers.get(HEADER_LENGTH))
+    outcome = await ctx.dataplane.infer(model, version, decoded, protocol="http", headers=request.headers)
+    content, headers = encode_infer_response(outcome.response)
+    return Response(content, headers={**headers, **served_headers(outcome)})

@@ -1,0 +1,169 @@
+"""Dynamic batching in front of a backend, by composition (never by overwriting ``infer``).
+
+Requests queue per variant; a worker takes the first, waits up to ``max_delay`` for more rows, runs them
+as one batch and hands each caller its own slice. The queue is bounded: when it is full the caller gets
+Overloaded (503) at once instead of the server growing memory. If a batch fails, its requests are retried
+one by one so a bad request cannot fail its neighbours.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+
+from service.backends.base import Backend
+from service.errors import Overloaded
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class _Pending:
+    batch: np.ndarray
+    future: asyncio.Future[dict[str, np.ndarray]]
+    enqueued_at: float = 0.0
+    started_at: float = 0.0
+    batch_rows: int = 0
+
+    @property
+    def rows(self) -> int:
+        return int(self.batch.shape[0])
+
+
+@dataclass(frozen=True, slots=True)
+class BatchResult:
+    outputs: dict[str, np.ndarray]
+    queue_seconds: float
+    batch_rows: int
+
+
+class DynamicBatcher:
+    def __init__(
+        self,
+        backend: Backend,
+        *,
+        name: str,
+        max_batch_size: int,
+        max_delay_s: float,
+        max_queue_size: int,
+        instances: int = 1,
+    ) -> None:
+        self.backend = backend
+        self.name = name
+        self._max_rows = max_batch_size
+        self._max_delay = max_delay_s
+        self._queue: asyncio.Queue[_Pending] = asyncio.Queue(maxsize=max_queue_size)
+        self._instances = instances
+        self._workers: list[asyncio.Task[None]] = []
+        self._carry: _Pending | None = None
+        self._take_lock = asyncio.Lock()
+
+    @property
+    def queue_depth(self) -> int:
+        return self._queue.qsize()
+
+    def start(self) -> None:
+        self._workers = [
+            asyncio.create_task(self._work(), name=f"batcher-{self.name}-{i}") for i in range(self._instances)
+        ]
+
+    async def stop(self) -> None:
+        for worker in self._workers:
+            worker.cancel()
+        for worker in self._workers:
+            with contextlib.suppress(asyncio.CancelledError):
+                await worker
+        self._workers = []
+        while not self._queue.empty():
+            pending = self._queue.get_nowait()
+            if not pending.future.done():
+                pending.future.set_exception(Overloaded(f"{self.name} is shutting down"))
+
+    async def infer(self, batch: np.ndarray) -> BatchResult:
+        loop = asyncio.get_running_loop()
+        pending = _Pending(batch, loop.create_future(), enqueued_at=loop.time())
+        try:
+            self._queue.put_nowait(pending)
+        except asyncio.QueueFull:
+            raise Overloaded(f"{self.name}: queue is full ({self._queue.maxsize} requests waiting)") from None
+        outputs = await pending.future
+        return BatchResult(outputs, pending.started_at - pending.enqueued_at, pending.batch_rows)
+
+    async def _work(self) -> None:
+        while True:
+            async with self._take_lock:  # one worker assembles a batch at a time, so batches stay full
+                items = await self._take_batch()
+            await self._run(items)
+
+    async def _next(self, wait_s: float | None) -> _Pending | None:
+        if self._carry is not None:
+            item, self._carry = self._carry, None
+            return item
+        if wait_s is None:
+            return await self._queue.get()
+        try:
+            return self._queue.get_nowait()
+        except asyncio.QueueEmpty:
+            if wait_s <= 0:
+                return None
+        try:
+            return await asyncio.wait_for(self._queue.get(), wait_s)
+        except TimeoutError:
+            return None
+
+    async def _take_batch(self) -> list[_Pending]:
+        loop = asyncio.get_running_loop()
+        first = await self._next(None)
+        assert first is not None
+        items, rows = [first], first.rows
+        deadline = loop.time() + self._max_delay
+        while rows < self._max_rows:
+            item = await self._next(deadline - loop.time())
+            if item is None:
+                break
+            if rows + item.rows > self._max_rows:
+                self._carry = item  # starts the next batch; a batch never exceeds max_batch_size
+                break
+            items.append(item)
+            rows += item.rows
+        return [item for item in items if not item.future.done()]  # callers that gave up are skipped
+
+    async def _run(self, items: list[_Pending]) -> None:
+        if not items:
+            return
+        now = asyncio.get_running_loop().time()
+        total_rows = sum(item.rows for item in items)
+        for item in items:
+            item.started_at = now
+            item.batch_rows = total_rows
+        if len(items) == 1:
+            await self._run_alone(items[0])
+            return
+        try:
+            outputs = await self.backend.infer(np.concatenate([item.batch for item in items]))
+        except Exception:
+            log.warning("%s: batch of %d requests failed; retrying them one by one", self.name, len(items))
+            for item in items:
+                item.batch_rows = item.rows
+                await self._run_alone(item)
+            return
+        offset = 0
+        for item in items:
+            rows = item.rows
+            if not item.future.done():
+                item.future.set_result({key: value[offset : offset + rows] for key, value in outputs.items()})
+            offset += rows
+
+    async def _run_alone(self, item: _Pending) -> None:
+        try:
+            outputs = await self.backend.infer(item.batch)
+        except Exception as exc:
+            if not item.future.done():
+                item.future.set_exception(exc)
+            return
+        if not item.future.done():
+            item.future.set_result(outputs)

@@ -1,0 +1,76 @@
+"""Tensor <-> numpy conversion for OIP JSON ``data`` and the Triton binary tensor extension."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from service.errors import InvalidInput
+
+NUMPY_DTYPES: dict[str, np.dtype[Any]] = {
+    "BOOL": np.dtype(np.bool_),
+    "UINT8": np.dtype("<u1"),
+    "UINT16": np.dtype("<u2"),
+    "UINT32": np.dtype("<u4"),
+    "UINT64": np.dtype("<u8"),
+    "INT8": np.dtype("<i1"),
+    "INT16": np.dtype("<i2"),
+    "INT32": np.dtype("<i4"),
+    "INT64": np.dtype("<i8"),
+    "FP16": np.dtype("<f2"),
+    "FP32": np.dtype("<f4"),
+    "FP64": np.dtype("<f8"),
+}
+DATATYPES: dict[np.dtype[Any], str] = {dtype: name for name, dtype in NUMPY_DTYPES.items()}
+
+
+def numpy_dtype(tensor: str, datatype: str) -> np.dtype[Any]:
+    try:
+        return NUMPY_DTYPES[datatype]
+    except KeyError:
+        raise InvalidInput(
+            f"input '{tensor}': unsupported datatype '{datatype}' (supported: {', '.join(NUMPY_DTYPES)})"
+        ) from None
+
+
+def element_count(tensor: str, shape: list[int]) -> int:
+    if any(dim < 0 for dim in shape):
+        raise InvalidInput(f"input '{tensor}': shape {shape} has a negative dimension")
+    return math.prod(shape)
+
+
+def decode_json(tensor: str, datatype: str, shape: list[int], data: list[Any]) -> np.ndarray:
+    """Decode flat row-major or nested ``data`` into an array of exactly ``shape``."""
+    dtype = numpy_dtype(tensor, datatype)
+    expected = element_count(tensor, shape)
+    try:
+        array = np.asarray(data, dtype=dtype)
+    except (ValueError, TypeError, OverflowError):
+        raise InvalidInput(
+            f"input '{tensor}': data must be a flat or evenly nested list of {datatype} values"
+        ) from None
+    if array.size != expected:
+        raise InvalidInput(
+            f"input '{tensor}': shape {shape} needs {expected} elements, data has {array.size}"
+        )
+    return array.reshape(shape)
+
+
+def decode_binary(tensor: str, datatype: str, shape: list[int], raw: bytes | memoryview) -> np.ndarray:
+    dtype = numpy_dtype(tensor, datatype)
+    expected = element_count(tensor, shape) * dtype.itemsize
+    if len(raw) != expected:
+        raise InvalidInput(
+            f"input '{tensor}': shape {shape} of {datatype} needs {expected} bytes, got {len(raw)}"
+        )
+    return np.frombuffer(raw, dtype=dtype).reshape(shape)
+
+
+def datatype_of(array: np.ndarray) -> str:
+    return DATATYPES[array.dtype.newbyteorder("<") if array.dtype.byteorder == ">" else array.dtype]
+
+
+def to_little_endian_bytes(array: np.ndarray) -> bytes:
+    return np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<")).tobytes()

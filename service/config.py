@@ -1,0 +1,86 @@
+"""Settings: one object, read from CLI flags, environment (SLIMSERVE_ prefix, ``__`` for nesting) and .env.
+
+Nothing else in the service reads the environment.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field
+from pydantic_settings import BaseSettings, CliApp, SettingsConfigDict
+
+
+class ServerSettings(BaseModel):
+    host: str = Field("127.0.0.1", description="Interface to bind; 0.0.0.0 inside a container.")
+    http_port: int = Field(8000, ge=0, le=65535, description="HTTP port; 0 picks a free one.")
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    access_log: bool = False
+
+
+class RegistrySettings(BaseModel):
+    path: Path = Field(Path("registry"), description="Model registry (a Triton model repository).")
+    version_policy: Literal["latest", "all"] = Field(
+        "latest", description="Load only the newest version of each variant, or every version."
+    )
+    strict_readiness: bool = Field(
+        True, description="Server is ready only when every variant is ready (Triton's default)."
+    )
+
+
+class RoutingSettings(BaseModel):
+    default_variant: str = Field(
+        "student-int8-x86", description="Variant that answers calls to a bare family name."
+    )
+    family_defaults: dict[str, str] = Field(
+        default_factory=dict, description="Per-family override of default_variant."
+    )
+
+
+class BatchingSettings(BaseModel):
+    enabled: bool = True
+    max_batch_size: int = Field(32, ge=1, description="Rows per batch handed to a backend.")
+    max_queue_delay_ms: float = Field(1.0, ge=0, description="How long a batch waits to fill up.")
+    max_queue_size: int = Field(256, ge=1, description="Requests waiting per variant before 503.")
+    instances: int = Field(1, ge=1, description="Batches of one variant that may run at once.")
+
+
+class RuntimeSettings(BaseModel):
+    torch_threads: int = Field(1, ge=1, description="torch intra-op threads per inference.")
+    worker_threads: int = Field(2, ge=1, description="Threads running inference off the event loop.")
+    warmup_iterations: int = Field(3, ge=0)
+
+
+class LimitsSettings(BaseModel):
+    max_request_bytes: int = Field(16 * 1024 * 1024, ge=1024, description="Larger bodies get 413.")
+    max_batch_per_request: int = Field(256, ge=1, description="Rows one request may carry.")
+    request_timeout_s: float = Field(10.0, gt=0, description="Per-request deadline (504 after it).")
+    allow_non_finite: bool = Field(False, description="Accept NaN/Inf inputs instead of 400.")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="SLIMSERVE_",
+        env_nested_delimiter="__",
+        env_file=".env",
+        extra="ignore",
+        cli_prog_name="python -m service",
+        cli_kebab_case=False,
+        cli_implicit_flags=True,
+    )
+
+    server: ServerSettings = ServerSettings()
+    registry: RegistrySettings = RegistrySettings()
+    routing: RoutingSettings = RoutingSettings()
+    batching: BatchingSettings = BatchingSettings()
+    runtime: RuntimeSettings = RuntimeSettings()
+    limits: LimitsSettings = LimitsSettings()
+
+    def default_variant_for(self, family: str) -> str:
+        return self.routing.family_defaults.get(family, self.routing.default_variant)
+
+
+def settings_from_cli(argv: list[str]) -> Settings:
+    """Flags override environment and .env, which override the defaults."""
+    return CliApp.run(Settings, cli_args=argv)

@@ -1,0 +1,48 @@
+"""Prometheus metrics, owned by one object with an injected CollectorRegistry (no global state)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+# 100 µs to 10 s, roughly 2.5x apart: resolves both an int8 student and a slow fallback.
+LATENCY_BUCKETS = (
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+)  # fmt: skip
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+VARIANT_LABELS = ("model", "variant", "version", "backend")
+REQUEST_LABELS = (*VARIANT_LABELS, "protocol")
+
+
+class ServiceMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self.requests = Counter(
+            "slimserve_requests",
+            "Inference requests by outcome.",
+            (*REQUEST_LABELS, "status"),
+            registry=registry,
+        )
+        self.request_duration = Histogram(
+            "slimserve_request_duration_seconds",
+            "Time from a decoded request to its outputs, queueing included.",
+            REQUEST_LABELS,
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.queue_duration = Histogram(
+            "slimserve_queue_duration_seconds",
+            "Time a request waited for its batch to start.",
+            VARIANT_LABELS,
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.batch_size = Histogram(
+            "slimserve_batch_size_rows",
+            "Rows in the batch a request was served in.",
+            VARIANT_LABELS,
+            buckets=BATCH_BUCKETS,
+            registry=registry,
+        )
+        self.ready = Gauge(
+            "slimserve_variant_ready", "1 when the variant serves traffic.", VARIANT_LABELS, registry=registry
+        )

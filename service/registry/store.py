@@ -1,0 +1,161 @@
+"""The set of variants this process serves: loaded from the registry, looked up by name and version.
+
+A variant that fails to load (missing or corrupted artifact, unsupported engine) is marked UNAVAILABLE
+with its reason and logged; the others keep serving.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from service.backends.base import Backend
+from service.batching.batcher import DynamicBatcher
+from service.config import Settings
+from service.errors import InvalidInput, ModelNotFound, ModelNotReady
+from service.registry.artifacts import MODEL_NAME, ArtifactError, BrokenVersion, ModelVersion, scan
+
+log = logging.getLogger(__name__)
+
+BackendFactory = Callable[[ModelVersion], Backend]
+
+
+class State(enum.StrEnum):
+    LOADING = "LOADING"
+    READY = "READY"
+    UNAVAILABLE = "UNAVAILABLE"
+
+
+@dataclass(slots=True)
+class ServedVariant:
+    model: ModelVersion
+    batcher: DynamicBatcher
+    state: State = State.LOADING
+    reason: str = ""
+    load_seconds: float = 0.0
+
+    @property
+    def backend(self) -> Backend:
+        return self.batcher.backend
+
+    @property
+    def name(self) -> str:
+        return self.model.card.name
+
+    @property
+    def version(self) -> int:
+        return self.model.card.version
+
+
+def parse_version(version: str | None) -> int | None:
+    if version is None or version == "":
+        return None
+    if not version.isdigit() or int(version) < 1:
+        raise InvalidInput(f"model version must be a positive integer, got '{version[:32]}'")
+    return int(version)
+
+
+class ModelStore:
+    def __init__(self, settings: Settings, backend_factory: BackendFactory) -> None:
+        self._settings = settings
+        self._backend_factory = backend_factory
+        self._variants: dict[str, dict[int, ServedVariant]] = {}
+        self._families: dict[str, list[str]] = {}
+        self.broken: list[BrokenVersion] = []
+        self.loaded = False
+        self.registry_error = ""
+
+    async def load_all(self) -> None:
+        settings = self._settings
+        try:
+            models, self.broken = scan(settings.registry.path)
+        except ArtifactError as exc:
+            log.error("cannot read the registry: %s", exc)
+            self.registry_error = str(exc)
+            self.loaded = True
+            return
+        for name, versions in models.items():
+            chosen = sorted(versions)
+            if settings.registry.version_policy == "latest":
+                chosen = chosen[-1:]
+            for number in chosen:
+                self._add(versions[number])
+        for served in self.all():
+            await self._load(served)
+        self.loaded = True
+
+    def _add(self, model: ModelVersion) -> None:
+        batching = self._settings.batching
+        enabled = batching.enabled
+        batcher = DynamicBatcher(
+            self._backend_factory(model),
+            name=f"{model.card.name}:{model.card.version}",
+            max_batch_size=min(batching.max_batch_size, model.card.max_batch_size or batching.max_batch_size)
+            if enabled
+            else 1,
+            max_delay_s=batching.max_queue_delay_ms / 1000 if enabled else 0.0,
+            max_queue_size=batching.max_queue_size,
+            instances=batching.instances if enabled else self._settings.runtime.worker_threads,
+        )
+        self._variants.setdefault(model.card.name, {})[model.card.version] = ServedVariant(model, batcher)
+        variants = self._families.setdefault(model.card.family, [])
+        if model.card.name not in variants:
+            variants.append(model.card.name)
+
+    async def _load(self, served: ServedVariant) -> None:
+        started = time.perf_counter()
+        try:
+            await served.backend.load()
+        except Exception as exc:  # any failure makes this variant unavailable, never the server
+            served.state, served.reason = State.UNAVAILABLE, str(exc) or type(exc).__name__
+            log.error("%s version %d is unavailable: %s", served.name, served.version, served.reason)
+            return
+        served.load_seconds = time.perf_counter() - started
+        served.batcher.start()
+        served.state = State.READY
+
+    async def unload_all(self) -> None:
+        for served in self.all():
+            await served.batcher.stop()
+            await served.backend.unload()
+            served.state, served.reason = State.UNAVAILABLE, "unloaded"
+
+    def all(self) -> list[ServedVariant]:
+        return [served for versions in self._variants.values() for served in versions.values()]
+
+    def families(self) -> dict[str, list[str]]:
+        return self._families
+
+    def is_family(self, name: str) -> bool:
+        return name in self._families and name not in self._variants
+
+    def ready(self) -> bool:
+        if not self.loaded or self.registry_error:
+            return False
+        states = [served.state for served in self.all()]
+        if self._settings.registry.strict_readiness:
+            return bool(states) and all(state is State.READY for state in states)
+        return State.READY in states
+
+    def versions_of(self, name: str) -> dict[int, ServedVariant]:
+        if not MODEL_NAME.match(name) or name not in self._variants:
+            raise ModelNotFound(f"unknown model '{name[:128]}'")
+        return self._variants[name]
+
+    def find(self, name: str, version: int | None) -> ServedVariant:
+        """The variant to run; raises 404 if unknown, 503 if known but not ready."""
+        versions = self.versions_of(name)
+        if version is not None:
+            if version not in versions:
+                loaded = ", ".join(str(number) for number in sorted(versions))
+                raise ModelNotFound(f"model '{name}' has no loaded version {version} (loaded: {loaded})")
+            served = versions[version]
+        else:
+            ready = [served for served in versions.values() if served.state is State.READY]
+            served = max(ready or versions.values(), key=lambda candidate: candidate.version)
+        if served.state is not State.READY:
+            raise ModelNotReady(f"model '{name}' version {served.version} is not ready ({served.state})")
+        return served
