@@ -1,0 +1,64 @@
+"""Fixtures for service tests: reference outputs computed in-process before any server starts.
+
+``torch.backends.quantized.engine`` is process-global and servers in these tests run in this process,
+so references are computed up front, never while a server thread is inferring.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from tests.harness import RunningService, make_settings, run_service
+
+VARIANTS = [
+    "teacher-fp32",
+    "student-scratch-fp32",
+    "student-fp32",
+    "student-int8-x86",
+    "student-int8-qnnpack",
+]
+MODEL_NAMES = [f"mnist-{variant}" for variant in VARIANTS]
+
+
+def assert_close(served: np.ndarray, expected: np.ndarray) -> None:
+    """Served outputs equal in-process ones; batching may only move the last float bits."""
+    np.testing.assert_allclose(served, expected, rtol=1e-5, atol=1e-5)
+
+
+def reference_logits(version_dir: Path, batch: np.ndarray) -> np.ndarray:
+    """Run one version directly with torch.jit.load, one row at a time (no batching involved)."""
+    card = json.loads((version_dir / "card.json").read_text())
+    engine = card["quantization"]["engine"] if card["quantization"] else None
+    previous = torch.backends.quantized.engine
+    try:
+        if engine:
+            torch.backends.quantized.engine = engine
+        module = torch.jit.load(str(version_dir / "model.pt"))
+        with torch.inference_mode():
+            rows = [module(torch.from_numpy(batch[i : i + 1].copy())).numpy() for i in range(len(batch))]
+    finally:
+        torch.backends.quantized.engine = previous
+    return np.concatenate(rows)
+
+
+@pytest.fixture(scope="session")
+def digits(mnist_test_digits: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    images, _ = mnist_test_digits
+    return np.ascontiguousarray(images[:64], dtype=np.float32)
+
+
+@pytest.fixture(scope="session")
+def references(tiny_registry: Path, digits: np.ndarray) -> dict[str, np.ndarray]:
+    return {name: reference_logits(tiny_registry / name / "1", digits) for name in MODEL_NAMES}
+
+
+@pytest.fixture(scope="module")
+def service(tiny_registry: Path, references: dict[str, np.ndarray]) -> Iterator[RunningService]:
+    with run_service(make_settings(tiny_registry)) as running:
+        yield running

@@ -1,0 +1,95 @@
+"""Dynamic batching on the real server: right results to the right callers, bounded queues, isolation."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import httpx
+import numpy as np
+from prometheus_client import CollectorRegistry
+
+from service.backends.base import Backend
+from service.registry.artifacts import ModelVersion
+from tests.harness import make_settings, run_service
+from tests.service.conftest import assert_close
+from tests.service.faults import FaultyBackend
+
+POISON = 123.0  # a pixel value no digit has in its corner
+
+
+def body(row: np.ndarray) -> dict[str, object]:
+    return {"inputs": [{"name": "INPUT__0", "shape": [1, 1, 28, 28], "datatype": "FP32",
+                        "data": row.ravel().tolist()}]}  # fmt: skip
+
+
+async def post_all(url: str, model: str, rows: list[np.ndarray]) -> list[httpx.Response]:
+    async with httpx.AsyncClient(
+        base_url=url, timeout=30, limits=httpx.Limits(max_connections=100)
+    ) as client:
+        return await asyncio.gather(
+            *(client.post(f"/v2/models/{model}/infer", json=body(row)) for row in rows)
+        )
+
+
+def batch_count_and_rows(metrics: CollectorRegistry, variant: str) -> tuple[float, float]:
+    labels = {"model": "mnist", "variant": variant, "version": "1", "backend": "torch"}
+    count = metrics.get_sample_value("slimserve_batch_size_rows_count", labels) or 0.0
+    rows = metrics.get_sample_value("slimserve_batch_size_rows_sum", labels) or 0.0
+    return count, rows
+
+
+def test_64_concurrent_callers_each_get_their_own_result(
+    tiny_registry: Path, digits: np.ndarray, references: dict[str, np.ndarray]
+) -> None:
+    settings = make_settings(tiny_registry, batching={"max_batch_size": 32, "max_queue_delay_ms": 20})
+    with run_service(settings) as running:
+        for variant in ("teacher-fp32", "student-int8-x86"):
+            responses = asyncio.run(post_all(running.url, f"mnist-{variant}", list(digits[:64])))
+            assert [r.status_code for r in responses] == [200] * 64
+            served = np.stack(
+                [np.asarray(r.json()["outputs"][0]["data"], dtype=np.float32) for r in responses]
+            )
+            assert_close(served, references[f"mnist-{variant}"][:64])
+            requests, rows = batch_count_and_rows(running.metrics, variant)
+            assert requests == 64
+            assert rows / requests > 4, "requests were hardly batched together"
+
+
+def test_full_queue_answers_503_instead_of_waiting(tiny_registry: Path, digits: np.ndarray) -> None:
+    def slow(backend: Backend, model: ModelVersion) -> Backend:
+        return FaultyBackend(backend, infer_delay_s=0.3)
+
+    settings = make_settings(tiny_registry, batching={"max_batch_size": 1, "max_queue_size": 2})
+    with run_service(settings, backend_wrapper=slow) as running:
+        responses = asyncio.run(post_all(running.url, "mnist-teacher-fp32", [digits[0]] * 12))
+    statuses = [r.status_code for r in responses]
+    assert statuses.count(200) >= 2
+    assert statuses.count(503) >= 6
+    rejected = next(r for r in responses if r.status_code == 503)
+    assert rejected.headers["retry-after"] == "1"
+    assert "queue is full" in rejected.json()["error"]
+
+
+def test_a_failing_request_does_not_fail_its_batch_neighbours(
+    tiny_registry: Path, digits: np.ndarray, references: dict[str, np.ndarray]
+) -> None:
+    wrapped: list[FaultyBackend] = []
+
+    def poisonable(backend: Backend, model: ModelVersion) -> Backend:
+        faulty = FaultyBackend(backend, poisoned=lambda row: bool(row.flat[0] == POISON))
+        wrapped.append(faulty)
+        return faulty
+
+    rows = [row.copy() for row in digits[:16]]
+    rows[5].flat[0] = POISON
+    settings = make_settings(tiny_registry, batching={"max_batch_size": 32, "max_queue_delay_ms": 50})
+    with run_service(settings, backend_wrapper=poisonable) as running:
+        responses = asyncio.run(post_all(running.url, "mnist-student-fp32", rows))
+    statuses = [r.status_code for r in responses]
+    assert statuses[5] == 500
+    assert statuses[:5] + statuses[6:] == [200] * 15
+    assert max(b for f in wrapped for b in f.batches) > 1, "the poisoned request was never batched"
+    for index in [0, 4, 6, 15]:
+        served = np.asarray(responses[index].json()["outputs"][0]["data"], dtype=np.float32)
+        assert_close(served, references["mnist-student-fp32"][index])
