@@ -15,6 +15,10 @@ from pydantic_settings import BaseSettings, CliApp, SettingsConfigDict
 class ServerSettings(BaseModel):
     host: str = Field("127.0.0.1", description="Interface to bind; 0.0.0.0 inside a container.")
     http_port: int = Field(8000, ge=0, le=65535, description="HTTP port; 0 picks a free one.")
+    grpc_enabled: bool = True
+    grpc_port: int = Field(8001, ge=0, le=65535, description="gRPC port; 0 picks a free one.")
+    grpc_max_message_bytes: int = Field(16 * 1024 * 1024, ge=1024, description="Larger gRPC messages fail.")
+    shutdown_grace_s: float = Field(10.0, ge=0, description="Time in-flight requests get to finish.")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     access_log: bool = False
 

@@ -12,10 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
 from service import __version__
-from service.codecs import NUMPY_DTYPES, datatype_of
+from service.codecs import datatype_of
 from service.errors import (
     InternalError,
     InvalidInput,
@@ -25,14 +23,16 @@ from service.errors import (
     SlimServeError,
 )
 from service.metrics import ServiceMetrics
-from service.protocol import InferRequest, InferResponse, RequestedOutput, Tensor
+from service.protocol import InferRequest, InferResponse, Tensor
 from service.registry.artifacts import TensorSpec
 from service.registry.store import ModelStore, ServedVariant, State, parse_version
+from service.registry.triton_config import ModelConfig, load_config
 from service.routing import DefaultVariantRouter
+from service.signature import prepare_input, select_outputs
 
 log = logging.getLogger(__name__)
 
-EXTENSIONS = ["binary_tensor_data", "statistics"]
+EXTENSIONS = ["binary_tensor_data", "statistics", "model_configuration"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,13 +77,18 @@ class DataPlane:
             return self._router.route(model, headers), True
         return model, False
 
-    def model_metadata(self, model: str, version: str | None) -> dict[str, Any]:
+    def _loaded(self, model: str, version: str | None) -> tuple[dict[int, ServedVariant], ServedVariant]:
+        """Every loaded version of a model (or routed family) and the one ``version`` names (or the newest)."""
         name, _ = self.resolve_name(model, {})
         number = parse_version(version)
         versions = self.store.versions_of(name)
         if number is not None and number not in versions:
             raise ModelNotFound(f"model '{model}' has no loaded version {number}")
-        card = versions[number or max(versions)].model.card
+        return versions, versions[number or max(versions)]
+
+    def model_metadata(self, model: str, version: str | None) -> dict[str, Any]:
+        versions, served = self._loaded(model, version)
+        card = served.model.card
         return {
             "name": model,
             "versions": [str(v) for v in sorted(versions)],
@@ -92,6 +97,10 @@ class DataPlane:
             "outputs": tensor_metadata(card.signature.outputs),
             "parameters": {"variant": card.variant, "precision": card.precision},
         }
+
+    def model_config(self, model: str, version: str | None) -> ModelConfig:
+        _, served = self._loaded(model, version)
+        return load_config(served.model.directory.parent, served.model.card)
 
     def model_ready(self, model: str, version: str | None) -> bool:
         name, _ = self.resolve_name(model, {})
@@ -103,24 +112,22 @@ class DataPlane:
 
     def repository_index(self) -> list[dict[str, Any]]:
         index = [
-            {
-                "name": served.name,
-                "version": str(served.version),
-                "state": str(served.state),
-                "reason": served.reason,
-            }
-            for served in self.store.all()
+            {"name": s.name, "version": str(s.version), "state": str(s.state), "reason": s.reason}
+            for s in self.store.all()
         ]
         index += [
-            {
-                "name": broken.name,
-                "version": str(broken.version),
-                "state": str(State.UNAVAILABLE),
-                "reason": broken.reason,
-            }
-            for broken in self.store.broken
+            {"name": b.name, "version": str(b.version), "state": str(State.UNAVAILABLE), "reason": b.reason}
+            for b in self.store.broken
         ]
         return index
+
+    def statistics(self, model: str | None, version: str | None) -> list[dict[str, Any]]:
+        if model:
+            versions, served = self._loaded(model, version)
+            variants = [served] if version else list(versions.values())
+        else:
+            variants = self.store.all()
+        return [s.stats.as_triton(s.name, s.version, s.batcher.batches_run) for s in variants]
 
     # inference
     async def infer(
@@ -131,35 +138,38 @@ class DataPlane:
         *,
         protocol: str,
         headers: Mapping[str, str],
+        deadline_s: float | None = None,
     ) -> InferOutcome:
+        """Run one request. ``deadline_s`` is the client's own remaining time (a gRPC deadline)."""
         started = time.perf_counter()
         labels = {"model": "", "variant": "", "version": "", "backend": "", "protocol": protocol}
+        served: ServedVariant | None = None
         try:
             name, routed = self.resolve_name(model, headers)
             served = self.store.find(name, parse_version(version))
             card = served.model.card
-            labels.update(
-                model=card.family,
-                variant=card.variant,
-                version=str(card.version),
-                backend=served.backend.kind,
+            labels |= {"model": card.family, "variant": card.variant, "version": str(card.version),
+                       "backend": served.backend.kind}  # fmt: skip
+            batch = prepare_input(
+                served.name,
+                card.signature,
+                request,
+                max_rows=self._limits.max_batch_per_request,
+                allow_non_finite=self._limits.allow_non_finite,
             )
-            batch = self._prepare_input(served, request)
-            outputs = self._select_outputs(served, request)
-            result = await asyncio.wait_for(served.batcher.infer(batch), self._timeout(request))
-        except SlimServeError as exc:
-            self._metrics.requests.labels(**labels, status=exc.reason).inc()
-            raise
-        except TimeoutError:
-            self._metrics.requests.labels(**labels, status=RequestTimeout.reason).inc()
-            raise RequestTimeout(f"model '{model}' did not answer within the deadline") from None
-        except Exception:
-            log.exception("inference on %s failed", model)
-            self._metrics.requests.labels(**labels, status=InternalError.reason).inc()
-            raise InternalError(f"inference on model '{model}' failed") from None
+            outputs = select_outputs(served.name, card.signature, request)
+            result = await asyncio.wait_for(served.batcher.infer(batch), self._timeout(request, deadline_s))
+        except Exception as exc:
+            error = self._as_client_error(exc, model)
+            self._metrics.requests.labels(**labels, status=error.reason).inc()
+            if served is not None and not isinstance(error, InvalidInput):
+                served.stats.record_failure(time.perf_counter() - started)
+            raise error from None
+        elapsed = time.perf_counter() - started
+        served.stats.record_success(elapsed, result.queue_seconds, result.compute_seconds, batch.shape[0])
         variant_labels = {key: labels[key] for key in ("model", "variant", "version", "backend")}
         self._metrics.requests.labels(**labels, status="ok").inc()
-        self._metrics.request_duration.labels(**labels).observe(time.perf_counter() - started)
+        self._metrics.request_duration.labels(**labels).observe(elapsed)
         self._metrics.queue_duration.labels(**variant_labels).observe(result.queue_seconds)
         self._metrics.batch_size.labels(**variant_labels).observe(result.batch_rows)
         response = InferResponse(
@@ -179,45 +189,20 @@ class DataPlane:
         )
         return InferOutcome(response, served, routed)
 
-    def _timeout(self, request: InferRequest) -> float:
+    @staticmethod
+    def _as_client_error(exc: Exception, model: str) -> SlimServeError:
+        if isinstance(exc, SlimServeError):
+            return exc
+        if isinstance(exc, TimeoutError):
+            return RequestTimeout(f"model '{model}' did not answer within the deadline")
+        log.error("inference on %s failed", model, exc_info=exc)
+        return InternalError(f"inference on model '{model}' failed")
+
+    def _timeout(self, request: InferRequest, deadline_s: float | None) -> float:
         timeout = self._limits.request_timeout_s
         requested = request.parameters.get("timeout")  # Triton: microseconds
         if isinstance(requested, int) and not isinstance(requested, bool) and requested > 0:
             timeout = min(timeout, requested / 1e6)
+        if deadline_s is not None:
+            timeout = min(timeout, max(deadline_s, 0.0))
         return timeout
-
-    def _prepare_input(self, served: ServedVariant, request: InferRequest) -> np.ndarray:
-        spec = served.model.card.signature.inputs[0]
-        names = [tensor.name for tensor in request.inputs]
-        for name in names:
-            if name != spec.name:
-                raise InvalidInput(f"unknown input '{name[:64]}': model '{served.name}' takes '{spec.name}'")
-        if len(names) != 1:
-            raise InvalidInput(f"input '{spec.name}' is given {len(names)} times")
-        array = request.inputs[0].array
-        expected = spec.shape
-        if array.ndim != len(expected) or any(
-            want not in (-1, got) for want, got in zip(expected, array.shape, strict=True)
-        ):
-            raise InvalidInput(f"input '{spec.name}': expected shape {expected}, got {list(array.shape)}")
-        rows = array.shape[0]
-        if rows < 1 or rows > self._limits.max_batch_per_request:
-            raise InvalidInput(
-                f"input '{spec.name}': batch of {rows} rows; between 1 and "
-                f"{self._limits.max_batch_per_request} are accepted"
-            )
-        converted = array.astype(NUMPY_DTYPES[spec.datatype])  # always a fresh, writable copy
-        if not self._limits.allow_non_finite and not np.isfinite(converted).all():
-            raise InvalidInput(f"input '{spec.name}': NaN or infinite values are not accepted")
-        return converted
-
-    def _select_outputs(self, served: ServedVariant, request: InferRequest) -> list[RequestedOutput]:
-        known = [spec.name for spec in served.model.card.signature.outputs]
-        if request.outputs is None:
-            return [RequestedOutput(name, binary=request.binary_outputs) for name in known]
-        for wanted in request.outputs:
-            if wanted.name not in known:
-                raise InvalidInput(
-                    f"unknown output '{wanted.name[:64]}': model '{served.name}' has {', '.join(known)}"
-                )
-        return request.outputs

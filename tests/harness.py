@@ -23,9 +23,9 @@ from service.server import bind
 
 def make_settings(registry: Path, **sections: dict[str, Any]) -> Settings:
     """Settings for a test: defaults plus the given sections, never the developer's environment or .env."""
-    values: dict[str, Any] = {"registry": {"path": registry}, **sections}
-    if "registry" in sections:
-        values["registry"] = {"path": registry, **sections["registry"]}
+    values: dict[str, Any] = {**sections}
+    values["registry"] = {"path": registry, **sections.get("registry", {})}
+    values["server"] = {"grpc_port": 0, **sections.get("server", {})}  # ephemeral, like the HTTP port
     return Settings(_env_file=None, **values)
 
 
@@ -35,6 +35,11 @@ class RunningService:
     host: str
     port: int
     metrics: CollectorRegistry
+    grpc_port: int = 0
+
+    @property
+    def grpc_url(self) -> str:
+        return f"{self.host}:{self.grpc_port}"
 
     def client(self, **kwargs: Any) -> httpx.Client:
         return httpx.Client(base_url=self.url, timeout=30, **kwargs)
@@ -58,6 +63,7 @@ def run_service(
     service = RunningService(f"http://{host}:{port}", host, port, metrics)
     try:
         _wait(service, ready=wait_ready, timeout_s=timeout_s)
+        service.grpc_port = app.state.slimserve.grpc_port or 0
         yield service
     finally:
         server.should_exit = True

@@ -28,6 +28,7 @@ class _Pending:
     enqueued_at: float = 0.0
     started_at: float = 0.0
     batch_rows: int = 0
+    compute_s: float = 0.0
 
     @property
     def rows(self) -> int:
@@ -39,6 +40,7 @@ class BatchResult:
     outputs: dict[str, np.ndarray]
     queue_seconds: float
     batch_rows: int
+    compute_seconds: float
 
 
 class DynamicBatcher:
@@ -61,6 +63,7 @@ class DynamicBatcher:
         self._workers: list[asyncio.Task[None]] = []
         self._carry: _Pending | None = None
         self._take_lock = asyncio.Lock()
+        self.batches_run = 0
 
     @property
     def queue_depth(self) -> int:
@@ -91,7 +94,9 @@ class DynamicBatcher:
         except asyncio.QueueFull:
             raise Overloaded(f"{self.name}: queue is full ({self._queue.maxsize} requests waiting)") from None
         outputs = await pending.future
-        return BatchResult(outputs, pending.started_at - pending.enqueued_at, pending.batch_rows)
+        return BatchResult(
+            outputs, pending.started_at - pending.enqueued_at, pending.batch_rows, pending.compute_s
+        )
 
     async def _work(self) -> None:
         while True:
@@ -144,7 +149,7 @@ class DynamicBatcher:
             await self._run_alone(items[0])
             return
         try:
-            outputs = await self.backend.infer(np.concatenate([item.batch for item in items]))
+            outputs = await self._timed_infer(np.concatenate([item.batch for item in items]), items)
         except Exception:
             log.warning("%s: batch of %d requests failed; retrying them one by one", self.name, len(items))
             for item in items:
@@ -158,9 +163,18 @@ class DynamicBatcher:
                 item.future.set_result({key: value[offset : offset + rows] for key, value in outputs.items()})
             offset += rows
 
+    async def _timed_infer(self, batch: np.ndarray, items: list[_Pending]) -> dict[str, np.ndarray]:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        self.batches_run += 1
+        outputs = await self.backend.infer(batch)
+        for item in items:
+            item.compute_s = loop.time() - started
+        return outputs
+
     async def _run_alone(self, item: _Pending) -> None:
         try:
-            outputs = await self.backend.infer(item.batch)
+            outputs = await self._timed_infer(item.batch, [item])
         except Exception as exc:
             if not item.future.done():
                 item.future.set_exception(exc)

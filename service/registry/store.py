@@ -10,13 +10,14 @@ import enum
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from service.backends.base import Backend
 from service.batching.batcher import DynamicBatcher
 from service.config import Settings
 from service.errors import InvalidInput, ModelNotFound, ModelNotReady
 from service.registry.artifacts import MODEL_NAME, ArtifactError, BrokenVersion, ModelVersion, scan
+from service.statistics import VariantStatistics
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +37,7 @@ class ServedVariant:
     state: State = State.LOADING
     reason: str = ""
     load_seconds: float = 0.0
+    stats: VariantStatistics = field(default_factory=VariantStatistics)
 
     @property
     def backend(self) -> Backend:

@@ -1,16 +1,13 @@
 """``create_app(settings)``: the HTTP application. Nothing happens at import time.
 
-The lifespan builds the serving stack, then loads and warms the variants in the background so liveness
-answers at once and readiness turns true only when every variant is warm.
+The lifespan builds the serving stack (a Runtime), starts the gRPC server beside it, and loads and warms
+the variants in the background: liveness answers at once, readiness only when every variant is warm.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import logging
-from collections.abc import AsyncIterator, Callable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry, generate_latest
@@ -19,32 +16,18 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from service import __version__
+from service.api.grpc.server import GrpcServer
 from service.api.http import errors, oip, predict
 from service.api.http.context import ServiceContext
-from service.backends.base import Backend
-from service.backends.torch_backend import QuantizedEngineGuard, TorchScriptBackend, configure_torch
 from service.config import Settings
-from service.dataplane import DataPlane, Limits
 from service.metrics import ServiceMetrics
-from service.registry.artifacts import ModelVersion
-from service.registry.store import ModelStore, State
-from service.routing import DefaultVariantRouter
-
-log = logging.getLogger(__name__)
-
-
-def _publish_states(store: ModelStore, metrics: ServiceMetrics) -> None:
-    for served in store.all():
-        card = served.model.card
-        metrics.ready.labels(card.family, card.variant, str(card.version), served.backend.kind).set(
-            1 if served.state is State.READY else 0
-        )
+from service.runtime import BackendWrapper, Runtime
 
 
 def create_app(
     settings: Settings,
     *,
-    backend_wrapper: Callable[[Backend, ModelVersion], Backend] | None = None,
+    backend_wrapper: BackendWrapper | None = None,
     metrics_registry: CollectorRegistry | None = None,
     on_ready: list[str] | None = None,
 ) -> FastAPI:
@@ -54,40 +37,17 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        configure_torch(settings.runtime.torch_threads)
-        executor = ThreadPoolExecutor(settings.runtime.worker_threads, thread_name_prefix="inference")
-        guard = QuantizedEngineGuard()
-
-        def make_backend(model: ModelVersion) -> Backend:
-            backend = TorchScriptBackend(model, executor, guard, settings.runtime.warmup_iterations)
-            return backend_wrapper(backend, model) if backend_wrapper else backend
-
-        store = ModelStore(settings, make_backend)
-        limits = Limits(
-            settings.limits.max_batch_per_request,
-            settings.limits.request_timeout_s,
-            settings.limits.allow_non_finite,
-        )
-        dataplane = DataPlane(store, DefaultVariantRouter(settings), metrics, limits)
-        app.state.slimserve = ServiceContext(settings, dataplane, metrics)
-
-        async def load() -> None:
-            await store.load_all()
-            _publish_states(store, metrics)
-            states = {f"{s.name}:{s.version}": str(s.state) for s in store.all()}
-            log.info("variants: %s; server ready: %s", states, store.ready())
-            for line in on_ready or []:
-                log.info("%s", line)
-
-        loading = asyncio.create_task(load(), name="load-variants")
+        runtime = Runtime(settings, metrics, backend_wrapper=backend_wrapper, on_ready=on_ready)
+        grpc_server = GrpcServer(settings, runtime.dataplane) if settings.server.grpc_enabled else None
+        grpc_port = await grpc_server.start() if grpc_server else None
+        app.state.slimserve = ServiceContext(settings, runtime.dataplane, metrics, grpc_port)
+        await runtime.start()
         try:
             yield
         finally:
-            loading.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await loading
-            await store.unload_all()
-            executor.shutdown(wait=True, cancel_futures=True)
+            if grpc_server:
+                await grpc_server.stop()
+            await runtime.stop()
 
     app = FastAPI(
         title="slimserve",

@@ -16,6 +16,7 @@ class ServiceContext:
     settings: Settings
     dataplane: DataPlane
     metrics: ServiceMetrics
+    grpc_port: int | None
 
 
 def context(request: Request) -> ServiceContext:

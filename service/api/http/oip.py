@@ -12,6 +12,7 @@ from service.api.http.wire import HEADER_LENGTH, decode_infer_request, encode_in
 from service.dataplane import InferOutcome
 from service.errors import ModelNotReady
 from service.protocol import WireInferRequest
+from service.registry.triton_config import config_as_json
 
 router = APIRouter(prefix="/v2", tags=["Open Inference Protocol"])
 
@@ -62,10 +63,27 @@ async def models(request: Request) -> dict[str, Any]:
     return {"models": context(request).dataplane.repository_index()}
 
 
+@router.get("/models/stats", summary="Statistics of every model version (Triton extension)")
+async def all_statistics(request: Request) -> dict[str, Any]:
+    return {"model_stats": context(request).dataplane.statistics(None, None)}
+
+
 @router.get("/models/{model}", summary="Model metadata")
 @router.get("/models/{model}/versions/{version}", summary="Model metadata of one version")
 async def model_metadata(request: Request, model: str, version: str | None = None) -> dict[str, Any]:
     return context(request).dataplane.model_metadata(model, version)
+
+
+@router.get("/models/{model}/stats", summary="Statistics of a model (Triton extension)")
+@router.get("/models/{model}/versions/{version}/stats", summary="Statistics of a model version")
+async def model_statistics(request: Request, model: str, version: str | None = None) -> dict[str, Any]:
+    return {"model_stats": context(request).dataplane.statistics(model, version)}
+
+
+@router.get("/models/{model}/config", summary="Triton model configuration (Triton extension)")
+@router.get("/models/{model}/versions/{version}/config", summary="Triton model configuration of a version")
+async def model_config(request: Request, model: str, version: str | None = None) -> dict[str, Any]:
+    return config_as_json(context(request).dataplane.model_config(model, version))
 
 
 @router.get("/models/{model}/ready", summary="Model readiness")

@@ -1,0 +1,45 @@
+"""The grpc.aio server: OIP servicer plus standard health checking, on its own port."""
+
+from __future__ import annotations
+
+import logging
+
+import grpc
+from grpc_health.v1 import health_pb2_grpc
+from tritonclient.grpc import service_pb2_grpc
+
+from service.api.grpc.health import HealthServicer
+from service.api.grpc.servicer import InferenceServicer
+from service.config import Settings
+from service.dataplane import DataPlane
+
+log = logging.getLogger(__name__)
+
+
+class GrpcServer:
+    """Started and stopped by the HTTP app's lifespan, so both transports share one process lifecycle."""
+
+    def __init__(self, settings: Settings, dataplane: DataPlane) -> None:
+        self._settings = settings
+        limit = settings.server.grpc_max_message_bytes
+        self._server = grpc.aio.server(
+            options=[("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", limit)]
+        )
+        service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
+            InferenceServicer(dataplane), self._server
+        )
+        self._health = HealthServicer(dataplane)
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
+        self.port = 0
+
+    async def start(self) -> int:
+        host = self._settings.server.host
+        address = f"[{host}]" if ":" in host else host
+        self.port = self._server.add_insecure_port(f"{address}:{self._settings.server.grpc_port}")
+        await self._server.start()
+        log.info("gRPC listening on %s:%d", host, self.port)
+        return self.port
+
+    async def stop(self) -> None:
+        self._health.shutting_down = True
+        await self._server.stop(self._settings.server.shutdown_grace_s)

@@ -1,0 +1,123 @@
+"""``inference.GRPCInferenceService`` on the stubs that ship in tritonclient, so tritonclient.grpc works as-is.
+
+Each method decodes, calls the DataPlane and encodes; errors map through the one exception hierarchy.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import grpc
+from google.protobuf import json_format
+from tritonclient.grpc import service_pb2 as pb
+from tritonclient.grpc import service_pb2_grpc
+
+from service.api.grpc.tensors import decode_request, encode_response
+from service.dataplane import DataPlane
+from service.errors import InternalError, SlimServeError
+
+log = logging.getLogger(__name__)
+
+Request = TypeVar("Request")
+Response = TypeVar("Response")
+Handler = Callable[[Any, Request, grpc.aio.ServicerContext], Awaitable[Response]]
+
+
+def reports_errors(handler: Handler[Request, Response]) -> Handler[Request, Response]:
+    """Turn service errors into their gRPC status; anything else into INTERNAL without internals."""
+
+    @functools.wraps(handler)
+    async def wrapper(self: Any, request: Request, context: grpc.aio.ServicerContext) -> Response:
+        try:
+            return await handler(self, request, context)
+        except SlimServeError as error:
+            await context.abort(error.grpc_code, error.message)
+        except Exception:
+            log.exception("gRPC %s failed", handler.__name__)
+            await context.abort(InternalError.grpc_code, InternalError().message)
+        raise AssertionError("unreachable: abort raises")
+
+    return wrapper
+
+
+def version_of(text: str) -> str | None:
+    return text or None
+
+
+class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
+    def __init__(self, dataplane: DataPlane) -> None:
+        self._dataplane = dataplane
+
+    @reports_errors
+    async def ServerLive(self, request: pb.ServerLiveRequest, context: Any) -> pb.ServerLiveResponse:
+        return pb.ServerLiveResponse(live=self._dataplane.live())
+
+    @reports_errors
+    async def ServerReady(self, request: pb.ServerReadyRequest, context: Any) -> pb.ServerReadyResponse:
+        return pb.ServerReadyResponse(ready=self._dataplane.ready())
+
+    @reports_errors
+    async def ModelReady(self, request: pb.ModelReadyRequest, context: Any) -> pb.ModelReadyResponse:
+        return pb.ModelReadyResponse(
+            ready=self._dataplane.model_ready(request.name, version_of(request.version))
+        )
+
+    @reports_errors
+    async def ServerMetadata(
+        self, request: pb.ServerMetadataRequest, context: Any
+    ) -> pb.ServerMetadataResponse:
+        return pb.ServerMetadataResponse(**self._dataplane.server_metadata())
+
+    @reports_errors
+    async def ModelMetadata(self, request: pb.ModelMetadataRequest, context: Any) -> pb.ModelMetadataResponse:
+        metadata = self._dataplane.model_metadata(request.name, version_of(request.version))
+        metadata.pop("parameters")
+        return json_format.ParseDict(metadata, pb.ModelMetadataResponse())
+
+    @reports_errors
+    async def ModelConfig(self, request: pb.ModelConfigRequest, context: Any) -> pb.ModelConfigResponse:
+        config = self._dataplane.model_config(request.name, version_of(request.version))
+        return pb.ModelConfigResponse(config=config)
+
+    @reports_errors
+    async def ModelStatistics(
+        self, request: pb.ModelStatisticsRequest, context: Any
+    ) -> pb.ModelStatisticsResponse:
+        stats = self._dataplane.statistics(request.name or None, version_of(request.version))
+        return json_format.ParseDict({"model_stats": stats}, pb.ModelStatisticsResponse())
+
+    @reports_errors
+    async def RepositoryIndex(
+        self, request: pb.RepositoryIndexRequest, context: Any
+    ) -> pb.RepositoryIndexResponse:
+        entries = self._dataplane.repository_index()
+        if request.ready:
+            entries = [entry for entry in entries if entry["state"] == "READY"]
+        return json_format.ParseDict({"models": entries}, pb.RepositoryIndexResponse())
+
+    @reports_errors
+    async def ModelInfer(
+        self, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ModelInferResponse:
+        headers = {key: value for key, value in context.invocation_metadata() or () if isinstance(value, str)}
+        outcome = await self._dataplane.infer(
+            request.model_name,
+            version_of(request.model_version),
+            decode_request(request),
+            protocol="grpc",
+            headers=headers,
+            deadline_s=context.time_remaining(),
+        )
+        card = outcome.served.model.card
+        await context.send_initial_metadata(
+            (
+                ("slimserve-model", card.name),
+                ("slimserve-variant", card.variant),
+                ("slimserve-version", str(card.version)),
+                ("slimserve-fallback", "false"),
+            )
+        )
+        return encode_response(outcome.response)

@@ -1,0 +1,66 @@
+"""gRPC OIP tensors: typed ``contents`` or ``raw_input_contents`` in, raw outputs out."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tritonclient.grpc import service_pb2 as pb
+
+from service.codecs import decode_binary, decode_json, to_little_endian_bytes
+from service.errors import InvalidInput
+from service.protocol import InferRequest, InferResponse, RequestedOutput, Tensor
+
+CONTENTS_FIELD = {
+    "BOOL": "bool_contents",
+    "INT8": "int_contents",
+    "INT16": "int_contents",
+    "INT32": "int_contents",
+    "INT64": "int64_contents",
+    "UINT8": "uint_contents",
+    "UINT16": "uint_contents",
+    "UINT32": "uint_contents",
+    "UINT64": "uint64_contents",
+    "FP32": "fp32_contents",
+    "FP64": "fp64_contents",
+}
+
+
+def parameter_value(parameter: pb.InferParameter) -> Any:
+    kind = parameter.WhichOneof("parameter_choice")
+    return getattr(parameter, kind) if kind else None
+
+
+def decode_request(message: pb.ModelInferRequest) -> InferRequest:
+    raw = list(message.raw_input_contents)
+    if raw and len(raw) != len(message.inputs):
+        raise InvalidInput(
+            f"raw_input_contents has {len(raw)} entries for {len(message.inputs)} inputs; give one per input"
+        )
+    inputs: list[Tensor] = []
+    for index, item in enumerate(message.inputs):
+        shape = list(item.shape)
+        if raw:
+            array = decode_binary(item.name, item.datatype, shape, raw[index])
+        else:
+            field = CONTENTS_FIELD.get(item.datatype)
+            if field is None:
+                raise InvalidInput(
+                    f"input '{item.name}': datatype '{item.datatype}' needs raw_input_contents"
+                )
+            array = decode_json(item.name, item.datatype, shape, list(getattr(item.contents, field)))
+        inputs.append(Tensor(item.name, item.datatype, array))
+    parameters = {key: parameter_value(value) for key, value in message.parameters.items()}
+    outputs = [RequestedOutput(output.name, binary=True) for output in message.outputs] or None
+    return InferRequest(inputs, message.id or None, parameters, outputs, binary_outputs=True)
+
+
+def encode_response(response: InferResponse) -> pb.ModelInferResponse:
+    message = pb.ModelInferResponse(
+        model_name=response.model_name, model_version=response.model_version, id=response.id or ""
+    )
+    for key, value in response.parameters.items():
+        message.parameters[key].string_param = str(value)
+    for tensor in response.outputs:
+        message.outputs.add(name=tensor.name, datatype=tensor.datatype, shape=tensor.shape)
+        message.raw_output_contents.append(to_little_endian_bytes(tensor.array))
+    return message

@@ -1,0 +1,81 @@
+"""The serving stack, transport-free: executor, backends, store and DataPlane, started and stopped together.
+
+HTTP and gRPC are both built on one Runtime, inside one lifespan, so they share variants and metrics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
+from service.backends.base import Backend
+from service.backends.torch_backend import QuantizedEngineGuard, TorchScriptBackend, configure_torch
+from service.config import Settings
+from service.dataplane import DataPlane, Limits
+from service.metrics import ServiceMetrics
+from service.registry.artifacts import ModelVersion
+from service.registry.store import ModelStore, State
+from service.routing import DefaultVariantRouter
+
+log = logging.getLogger(__name__)
+
+BackendWrapper = Callable[[Backend, ModelVersion], Backend]
+
+
+class Runtime:
+    def __init__(
+        self,
+        settings: Settings,
+        metrics: ServiceMetrics,
+        *,
+        backend_wrapper: BackendWrapper | None = None,
+        on_ready: list[str] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self._backend_wrapper = backend_wrapper
+        self._on_ready = on_ready or []
+        self._executor = ThreadPoolExecutor(settings.runtime.worker_threads, thread_name_prefix="inference")
+        self._guard = QuantizedEngineGuard()
+        self.store = ModelStore(settings, self._make_backend)
+        limits = Limits(
+            settings.limits.max_batch_per_request,
+            settings.limits.request_timeout_s,
+            settings.limits.allow_non_finite,
+        )
+        self.dataplane = DataPlane(self.store, DefaultVariantRouter(settings), metrics, limits)
+        self._loading: asyncio.Task[None] | None = None
+
+    def _make_backend(self, model: ModelVersion) -> Backend:
+        backend = TorchScriptBackend(
+            model, self._executor, self._guard, self.settings.runtime.warmup_iterations
+        )
+        return self._backend_wrapper(backend, model) if self._backend_wrapper else backend
+
+    async def start(self) -> None:
+        """Load and warm every variant in the background: liveness answers while readiness waits."""
+        configure_torch(self.settings.runtime.torch_threads)
+        self._loading = asyncio.create_task(self._load(), name="load-variants")
+
+    async def _load(self) -> None:
+        await self.store.load_all()
+        for served in self.store.all():
+            card = served.model.card
+            self.metrics.ready.labels(card.family, card.variant, str(card.version), served.backend.kind).set(
+                1 if served.state is State.READY else 0
+            )
+        states = {f"{s.name}:{s.version}": str(s.state) for s in self.store.all()}
+        log.info("variants: %s; server ready: %s", states, self.store.ready())
+        for line in self._on_ready:
+            log.info("%s", line)
+
+    async def stop(self) -> None:
+        if self._loading is not None:
+            self._loading.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._loading
+        await self.store.unload_all()
+        self._executor.shutdown(wait=True, cancel_futures=True)
