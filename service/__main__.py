@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 import sys
 
 from service.config import settings_from_cli
@@ -16,6 +17,9 @@ def main(argv: list[str] | None = None) -> None:
         level=settings.server.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # uvicorn drains on SIGTERM, restores the previous handler and re-raises the signal. With this handler in
+    # place, a SIGTERM that was served gracefully ends the process with 0 instead of being killed by it.
+    signal.signal(signal.SIGTERM, lambda signum, frame: None)
     asyncio.run(serve(settings))
 
 
