@@ -21,10 +21,10 @@ from service.registry.artifacts import ModelVersion
 from service.server import bind
 
 
-def make_settings(registry: Path, **sections: dict[str, Any]) -> Settings:
+def make_settings(registry_path: Path, /, **sections: dict[str, Any]) -> Settings:
     """Settings for a test: defaults plus the given sections, never the developer's environment or .env."""
     values: dict[str, Any] = {**sections}
-    values["registry"] = {"path": registry, **sections.get("registry", {})}
+    values["registry"] = {"path": registry_path, **sections.get("registry", {})}
     values["server"] = {"grpc_port": 0, **sections.get("server", {})}  # ephemeral, like the HTTP port
     return Settings(_env_file=None, **values)
 
