@@ -8,6 +8,9 @@ import signal
 import sys
 
 from service.config import settings_from_cli
+from service.errors import InvalidInput
+from service.routing.experiments import ExperimentsFileError
+from service.runtime import load_checked_experiments
 from service.server import serve
 
 
@@ -17,6 +20,10 @@ def main(argv: list[str] | None = None) -> None:
         level=settings.server.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    try:
+        load_checked_experiments(settings)
+    except (ExperimentsFileError, InvalidInput) as exc:
+        sys.exit(f"python -m service: {exc}")
     # uvicorn drains on SIGTERM, restores the previous handler and re-raises the signal. With this handler in
     # place, a SIGTERM that was served gracefully ends the process with 0 instead of being killed by it.
     signal.signal(signal.SIGTERM, lambda signum, frame: None)

@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, CliApp, SettingsConfigDict
 
 
@@ -40,6 +40,10 @@ class RoutingSettings(BaseModel):
     family_defaults: dict[str, str] = Field(
         default_factory=dict, description="Per-family override of default_variant."
     )
+    experiments_file: Path | None = Field(None, description="A/B experiments (YAML); none: no experiments.")
+    shadow_queue_size: int = Field(1000, ge=1, description="Shadow copies waiting; more are dropped.")
+    feedback_capacity: int = Field(100_000, ge=1, description="Predictions kept for ground-truth feedback.")
+    feedback_ttl_s: float = Field(3600.0, gt=0, description="How long a prediction waits for its label.")
 
 
 class BatchingSettings(BaseModel):
@@ -68,6 +72,12 @@ class LimitsSettings(BaseModel):
     allow_non_finite: bool = Field(False, description="Accept NaN/Inf inputs instead of 400.")
 
 
+class AdminSettings(BaseModel):
+    token: SecretStr | None = Field(
+        None, description="Bearer token for admin endpoints; none: they answer 401."
+    )
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="SLIMSERVE_",
@@ -85,6 +95,7 @@ class Settings(BaseSettings):
     batching: BatchingSettings = BatchingSettings()
     runtime: RuntimeSettings = RuntimeSettings()
     limits: LimitsSettings = LimitsSettings()
+    admin: AdminSettings = AdminSettings()
 
     def default_variant_for(self, family: str) -> str:
         return self.routing.family_defaults.get(family, self.routing.default_variant)

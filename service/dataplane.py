@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -27,7 +28,8 @@ from service.protocol import InferRequest, InferResponse, Tensor
 from service.registry.artifacts import TensorSpec
 from service.registry.store import ModelStore, ServedVariant, State, parse_version
 from service.registry.triton_config import ModelConfig, load_config
-from service.routing import DefaultVariantRouter
+from service.routing.loop import ExperimentLoop
+from service.routing.router import Assignment
 from service.signature import prepare_input, select_outputs
 
 log = logging.getLogger(__name__)
@@ -46,7 +48,7 @@ class Limits:
 class InferOutcome:
     response: InferResponse
     served: ServedVariant
-    routed: bool  # True when a family name was routed to a variant
+    assignment: Assignment | None  # set when a family name was routed to a variant
 
 
 def tensor_metadata(specs: list[TensorSpec]) -> list[dict[str, Any]]:
@@ -55,10 +57,10 @@ def tensor_metadata(specs: list[TensorSpec]) -> list[dict[str, Any]]:
 
 class DataPlane:
     def __init__(
-        self, store: ModelStore, router: DefaultVariantRouter, metrics: ServiceMetrics, limits: Limits
+        self, store: ModelStore, experiments: ExperimentLoop, metrics: ServiceMetrics, limits: Limits
     ) -> None:
         self.store = store
-        self._router = router
+        self.experiments = experiments
         self._metrics = metrics
         self._limits = limits
 
@@ -72,14 +74,13 @@ class DataPlane:
     def server_metadata(self) -> dict[str, Any]:
         return {"name": "slimserve", "version": __version__, "extensions": EXTENSIONS}
 
-    def resolve_name(self, model: str, headers: Mapping[str, str]) -> tuple[str, bool]:
-        if self.store.is_family(model):
-            return self._router.route(model, headers), True
-        return model, False
+    def resolve_name(self, model: str) -> str:
+        """The variant that describes a name: itself, or for a family its default variant."""
+        return self.experiments.router.default_model(model) if self.store.is_family(model) else model
 
     def _loaded(self, model: str, version: str | None) -> tuple[dict[int, ServedVariant], ServedVariant]:
         """Every loaded version of a model (or routed family) and the one ``version`` names (or the newest)."""
-        name, _ = self.resolve_name(model, {})
+        name = self.resolve_name(model)
         number = parse_version(version)
         versions = self.store.versions_of(name)
         if number is not None and number not in versions:
@@ -103,7 +104,7 @@ class DataPlane:
         return load_config(served.model.directory.parent, served.model.card)
 
     def model_ready(self, model: str, version: str | None) -> bool:
-        name, _ = self.resolve_name(model, {})
+        name = self.resolve_name(model)
         try:
             self.store.find(name, parse_version(version))
         except ModelNotReady:
@@ -145,8 +146,8 @@ class DataPlane:
         labels = {"model": "", "variant": "", "version": "", "backend": "", "protocol": protocol}
         served: ServedVariant | None = None
         try:
-            name, routed = self.resolve_name(model, headers)
-            served = self.store.find(name, parse_version(version))
+            assignment = self.experiments.route(model, headers) if self.store.is_family(model) else None
+            served = self.store.find(assignment.model if assignment else model, parse_version(version))
             card = served.model.card
             labels |= {"model": card.family, "variant": card.variant, "version": str(card.version),
                        "backend": served.backend.kind}  # fmt: skip
@@ -172,10 +173,13 @@ class DataPlane:
         self._metrics.request_duration.labels(**labels).observe(elapsed)
         self._metrics.queue_duration.labels(**variant_labels).observe(result.queue_seconds)
         self._metrics.batch_size.labels(**variant_labels).observe(result.batch_rows)
+        request_id = request.id or uuid.uuid4().hex  # feedback needs an id to join labels to
+        first_output = card.signature.outputs[0].name
+        self.experiments.record(assignment, card, request_id, batch, result.outputs[first_output], elapsed)
         response = InferResponse(
             model_name=model,
             model_version=str(served.version),
-            id=request.id,
+            id=request_id,
             outputs=[
                 Tensor(
                     wanted.name,
@@ -187,7 +191,7 @@ class DataPlane:
             ],
             parameters={"variant": card.variant},
         )
-        return InferOutcome(response, served, routed)
+        return InferOutcome(response, served, assignment)
 
     @staticmethod
     def _as_client_error(exc: Exception, model: str) -> SlimServeError:

@@ -11,18 +11,30 @@ import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
+import numpy as np
+
 from service.backends.base import Backend
 from service.backends.torch_backend import QuantizedEngineGuard, TorchScriptBackend, configure_torch
 from service.config import Settings
 from service.dataplane import DataPlane, Limits
 from service.metrics import ServiceMetrics
-from service.registry.artifacts import ModelVersion
+from service.registry.artifacts import ModelVersion, variants_on_disk
 from service.registry.store import ModelStore, State
-from service.routing import DefaultVariantRouter
+from service.routing.experiments import ExperimentsFile, load_experiments
+from service.routing.loop import ExperimentLoop, check_variants_exist
 
 log = logging.getLogger(__name__)
 
 BackendWrapper = Callable[[Backend, ModelVersion], Backend]
+
+
+def load_checked_experiments(settings: Settings) -> ExperimentsFile:
+    """The experiments file, refused (ExperimentsFileError, InvalidInput) if it or its variants are wrong."""
+    path = settings.routing.experiments_file
+    experiments = load_experiments(path) if path is not None else ExperimentsFile()
+    for experiment in experiments.experiments:
+        check_variants_exist(experiment, variants_on_disk(settings.registry.path, experiment.family))
+    return experiments
 
 
 class Runtime:
@@ -46,7 +58,14 @@ class Runtime:
             settings.limits.request_timeout_s,
             settings.limits.allow_non_finite,
         )
-        self.dataplane = DataPlane(self.store, DefaultVariantRouter(settings), metrics, limits)
+        self.experiments = ExperimentLoop(
+            settings,
+            load_checked_experiments(settings),
+            metrics,
+            self._run_shadow,
+            lambda family: variants_on_disk(settings.registry.path, family),
+        )
+        self.dataplane = DataPlane(self.store, self.experiments, metrics, limits)
         self._loading: asyncio.Task[None] | None = None
 
     def _make_backend(self, model: ModelVersion) -> Backend:
@@ -55,9 +74,15 @@ class Runtime:
         )
         return self._backend_wrapper(backend, model) if self._backend_wrapper else backend
 
+    async def _run_shadow(self, model: str, batch: np.ndarray) -> np.ndarray:
+        served = self.store.find(model, None)
+        result = await served.batcher.infer(batch)
+        return result.outputs[served.model.card.signature.outputs[0].name]
+
     async def start(self) -> None:
         """Load and warm every variant in the background: liveness answers while readiness waits."""
         configure_torch(self.settings.runtime.torch_threads)
+        self.experiments.shadow.start()
         self._loading = asyncio.create_task(self._load(), name="load-variants")
 
     async def _load(self) -> None:
@@ -73,6 +98,7 @@ class Runtime:
             log.info("%s", line)
 
     async def stop(self) -> None:
+        await self.experiments.shadow.stop()
         if self._loading is not None:
             self._loading.cancel()
             with contextlib.suppress(asyncio.CancelledError):

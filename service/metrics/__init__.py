@@ -9,8 +9,11 @@ LATENCY_BUCKETS = (
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 )  # fmt: skip
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+KL_BUCKETS = (0.0001, 0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 VARIANT_LABELS = ("model", "variant", "version", "backend")
 REQUEST_LABELS = (*VARIANT_LABELS, "protocol")
+EXPERIMENT_LABELS = ("experiment", "model", "variant")
+SHADOW_LABELS = (*EXPERIMENT_LABELS, "shadow")
 
 
 class ServiceMetrics:
@@ -45,4 +48,48 @@ class ServiceMetrics:
         )
         self.ready = Gauge(
             "slimserve_variant_ready", "1 when the variant serves traffic.", VARIANT_LABELS, registry=registry
+        )
+        # experiments: what each variant costs and what it loses, on live traffic
+        self.assignments = Counter(
+            "slimserve_experiment_assignments",
+            "Requests to a family assigned to a variant, by how (weighted, sticky, pinned).",
+            (*EXPERIMENT_LABELS, "how"),
+            registry=registry,
+        )
+        self.labelled = Counter(
+            "slimserve_labelled_predictions",
+            "Predicted rows joined with a ground-truth label (experiment is empty for direct calls).",
+            EXPERIMENT_LABELS,
+            registry=registry,
+        )
+        self.labelled_correct = Counter(
+            "slimserve_labelled_predictions_correct",
+            "Labelled rows the variant predicted correctly.",
+            EXPERIMENT_LABELS,
+            registry=registry,
+        )
+        self.shadow_comparisons = Counter(
+            "slimserve_shadow_comparisons",
+            "Rows answered by the variant and, as a shadow copy, by the shadow variant.",
+            SHADOW_LABELS,
+            registry=registry,
+        )
+        self.shadow_agreements = Counter(
+            "slimserve_shadow_agreements",
+            "Compared rows whose top-1 class was the same on both.",
+            SHADOW_LABELS,
+            registry=registry,
+        )
+        self.shadow_kl = Histogram(
+            "slimserve_shadow_kl_divergence_nats",
+            "KL(shadow ‖ variant) of the output distributions, per compared row.",
+            SHADOW_LABELS,
+            buckets=KL_BUCKETS,
+            registry=registry,
+        )
+        self.shadow_dropped = Counter(
+            "slimserve_shadow_dropped",
+            "Shadow copies dropped because the shadow queue was full.",
+            ("experiment", "model"),
+            registry=registry,
         )

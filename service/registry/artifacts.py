@@ -120,6 +120,18 @@ def verify_files(version: ModelVersion) -> None:
             raise ArtifactError(f"{path}: sha256 mismatch (card {expected[:12]}…, file {actual[:12]}…)")
 
 
+def variants_on_disk(root: Path, family: str) -> set[str]:
+    """Variant names of ``family`` in the registry folder, whether or not they load."""
+    prefix = f"{family}-"
+    if not root.is_dir():
+        return set()
+    return {
+        path.name.removeprefix(prefix)
+        for path in root.iterdir()
+        if path.is_dir() and path.name.startswith(prefix) and MODEL_NAME.match(path.name)
+    }
+
+
 def scan(root: Path) -> tuple[dict[str, dict[int, ModelVersion]], list[BrokenVersion]]:
     """Every published version under ``root`` by model name, and the versions that cannot be read."""
     models: dict[str, dict[int, ModelVersion]] = {}

@@ -17,7 +17,7 @@ from starlette.responses import Response
 
 from service import __version__
 from service.api.grpc.server import GrpcServer
-from service.api.http import errors, oip, predict
+from service.api.http import errors, experiments, oip, predict
 from service.api.http.context import ServiceContext
 from service.config import Settings
 from service.metrics import ServiceMetrics
@@ -58,6 +58,7 @@ def create_app(
     errors.install_error_handlers(app)
     app.include_router(oip.router)
     app.include_router(predict.router)
+    app.include_router(experiments.router)
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics_endpoint(request: Request) -> Response:

@@ -33,12 +33,16 @@ INFER_BODY: dict[str, Any] = {
 
 def served_headers(outcome: InferOutcome) -> dict[str, str]:
     card = outcome.served.model.card
-    return {
+    headers = {
         "slimserve-model": card.name,
         "slimserve-variant": card.variant,
         "slimserve-version": str(card.version),
         "slimserve-fallback": "false",
+        "slimserve-request-id": outcome.response.id or "",
     }
+    if outcome.assignment and outcome.assignment.experiment:
+        headers["slimserve-experiment"] = outcome.assignment.experiment.name
+    return headers
 
 
 @router.get("", summary="Server metadata")

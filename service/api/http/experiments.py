@@ -1,0 +1,59 @@
+"""``/v1/experiments`` (reports and admin changes) and ``/v1/feedback`` (ground truth)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from pydantic import TypeAdapter
+
+from service.api.http.auth import require_admin
+from service.api.http.context import context
+from service.api.http.wire import parse_json, read_body
+from service.routing.loop import ExperimentChange, FeedbackItem
+
+router = APIRouter(prefix="/v1", tags=["Experiments"])
+
+FEEDBACK = TypeAdapter(FeedbackItem | list[FeedbackItem])
+FEEDBACK_BODY: dict[str, Any] = {
+    "requestBody": {"required": True, "content": {"application/json": {"schema": FEEDBACK.json_schema()}}}
+}
+CHANGE_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": ExperimentChange.model_json_schema()}},
+    }
+}
+
+
+@router.get("/experiments", summary="Every experiment: traffic, online accuracy, agreement, latency, verdict")
+async def experiments(request: Request) -> dict[str, Any]:
+    return {"experiments": context(request).dataplane.experiments.reports()}
+
+
+@router.get("/experiments/{name}", summary="One experiment's report")
+async def experiment(request: Request, name: str) -> dict[str, Any]:
+    return context(request).dataplane.experiments.report(name)
+
+
+@router.put(
+    "/experiments/{name}", summary="Change weights, shadow or margin (admin)", openapi_extra=CHANGE_BODY
+)
+async def change_experiment(request: Request, name: str) -> dict[str, Any]:
+    ctx = context(request)
+    require_admin(request, ctx.settings)
+    body = await read_body(request, ctx.settings.limits.max_request_bytes)
+    change = ExperimentChange.model_validate(parse_json(body))
+    return ctx.dataplane.experiments.update(name, change)
+
+
+@router.post(
+    "/feedback", summary="Join ground-truth labels to earlier predictions", openapi_extra=FEEDBACK_BODY
+)
+async def feedback(request: Request) -> dict[str, Any]:
+    ctx = context(request)
+    body = await read_body(request, ctx.settings.limits.max_request_bytes)
+    parsed = FEEDBACK.validate_python(parse_json(body))
+    items = parsed if isinstance(parsed, list) else [parsed]
+    results = ctx.dataplane.experiments.feedback(items)
+    return {"accepted": sum(r["status"] == "accepted" for r in results), "results": results}
