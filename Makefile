@@ -17,10 +17,9 @@ test: setup lint typecheck unit
 
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+# scripts/install.sh is also what the Dockerfile runs: one install procedure for the venv and the image
+$(VENV)/.installed: pyproject.toml scripts/install.sh
+	PYTHON=$(PYTHON) scripts/install.sh --editable $(VENV) dev
 	touch $@
 
 registry: setup
