@@ -1,0 +1,141 @@
+"""Command line: ``python -m models build|list|show|verify|bench``.
+
+User errors (bad data, unknown model, unsupported engine, ...) print one line to stderr and exit 2;
+``verify`` exits 1 when a checksum does not match.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shlex
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from models import registry
+from models.architectures import ArchitectureError
+from models.data import DatasetError
+from models.quantize import EngineError
+from models.recipes import FAMILIES, RecipeError
+
+USER_ERRORS = (DatasetError, registry.RegistryError, RecipeError, ArchitectureError, EngineError, ValueError)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m models", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    build = commands.add_parser(
+        "build", help="train, compress, evaluate and publish every variant of a family"
+    )
+    build.add_argument("family", choices=FAMILIES)
+    build.add_argument("--registry", type=Path, required=True)
+    build.add_argument("--epochs", type=int, help="training epochs for every stage (fast runs)")
+    build.add_argument("--limit", type=int, help="use only the first N training samples (fast runs)")
+    build.add_argument("--seed", type=int)
+    build.add_argument(
+        "--data-dir", type=Path, help="directory of MNIST IDX files instead of the built-in set"
+    )
+    build.add_argument("--force", action="store_true", help="rebuild even when the registry is up to date")
+    build.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+    listing = commands.add_parser("list", help="models and versions in a registry")
+    listing.add_argument("--registry", type=Path, required=True)
+
+    show = commands.add_parser("show", help="print the model card of NAME[:VERSION] (latest by default)")
+    show.add_argument("model", metavar="NAME[:VERSION]")
+    show.add_argument("--registry", type=Path, required=True)
+
+    verify = commands.add_parser("verify", help="check the sha256 of every published file")
+    verify.add_argument("--registry", type=Path, required=True)
+    verify.add_argument("name", nargs="?")
+
+    bench = commands.add_parser("bench", help="multi-seed compression benchmark written as markdown")
+    bench.add_argument("family", choices=FAMILIES)
+    bench.add_argument("--seeds", type=int, default=3)
+    bench.add_argument("--out", type=Path, default=Path("benchmarks/compression.md"))
+    return parser
+
+
+def _parse_model(reference: str) -> tuple[str, int | None]:
+    name, sep, version = reference.partition(":")
+    if not sep:
+        return name, None
+    if not version.isdigit() or int(version) < 1:
+        raise registry.RegistryError(f"{reference}: version must be a positive integer")
+    return name, int(version)
+
+
+def _build(args: argparse.Namespace) -> int:
+    from models.pipeline import build
+
+    result = build(
+        args.family, args.registry, data_dir=args.data_dir, epochs=args.epochs, limit=args.limit,
+        seed=args.seed, force=args.force, progress=not args.no_progress,
+    )  # fmt: skip
+    status = "up to date" if result.up_to_date else f"built in {result.seconds:.0f} s"
+    print(f"{args.family}: {status} (recipe {result.recipe_digest[:12]})")
+    print(result.table())
+    return 0
+
+
+def _list(args: argparse.Namespace) -> int:
+    for name, found in registry.list_models(args.registry).items():
+        card = registry.read_card(registry.version_dir(args.registry, name))
+        accuracy = card.get("metrics", {}).get("accuracy")
+        shown = f"accuracy {accuracy:.4f}" if isinstance(accuracy, float) else ""
+        print(
+            f"{name}\tversions {','.join(map(str, found))}\tlatest {found[-1]} {card.get('precision', '')} {shown}"
+        )
+    return 0
+
+
+def _show(args: argparse.Namespace) -> int:
+    name, version = _parse_model(args.model)
+    print(json.dumps(registry.read_card(registry.version_dir(args.registry, name, version)), indent=2))
+    return 0
+
+
+def _verify(args: argparse.Namespace) -> int:
+    models = registry.list_models(args.registry)
+    if args.name is not None:
+        if args.name not in models:
+            raise registry.RegistryError(f"{args.name}: no such model in {args.registry}")
+        models = {args.name: models[args.name]}
+    failures = 0
+    for name, found in models.items():
+        for version in found:
+            try:
+                registry.verify(args.registry / name / str(version))
+                print(f"OK   {name}:{version}")
+            except registry.RegistryError as exc:
+                failures += 1
+                print(f"FAIL {name}:{version}: {exc}")
+    return 1 if failures else 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from models.bench import bench
+
+    command = "python -m models " + shlex.join(sys.argv[1:]) if sys.argv[1:2] == ["bench"] else ""
+    print(bench(args.family, args.seeds, args.out, command=command))
+    return 0
+
+
+HANDLERS = {"build": _build, "list": _list, "show": _show, "verify": _verify, "bench": _bench}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
+    try:
+        return HANDLERS[args.command](args)
+    except USER_ERRORS as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

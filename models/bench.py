@@ -1,0 +1,155 @@
+"""The compression benchmark: build the default recipe with several seeds and report against the targets.
+
+Each seed is a full, forced build into a throw-away registry; the report gives mean ± std per variant and
+states every quality target as PASS or MISS with its margin, so regressions are visible in review.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import platform
+import statistics
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from models.pipeline import SCRATCH, STUDENT, TEACHER, BuildResult, build, static_variant
+
+METRICS = (
+    ("accuracy", "accuracy (%)", 100.0, ".2f"),
+    ("bytes", "bytes", 1.0, ",.0f"),
+    ("latency_p50_batch1_seconds", "latency p50 b1 (ms)", 1e3, ".3f"),
+    ("throughput_batch32_per_second", "throughput b32 (/s)", 1.0, ",.0f"),
+)
+INT8 = static_variant("x86")
+QNNPACK = static_variant("qnnpack")
+
+
+@dataclass(frozen=True)
+class Target:
+    description: str
+    value: float
+    threshold: float
+    unit: str
+
+    @property
+    def passed(self) -> bool:
+        return self.value >= self.threshold
+
+    def line(self) -> str:
+        verdict = "PASS" if self.passed else "MISS"
+        return (
+            f"- **{verdict}** {self.description}: {self.value:.3g}{self.unit} "
+            f"(target ≥ {self.threshold:.3g}{self.unit}, margin {self.value - self.threshold:+.3g}{self.unit})"
+        )
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def gap_closed(teacher: float, scratch: float, kd: float) -> float:
+    """Fraction of the teacher-scratch accuracy gap the distilled student closes (nan without a gap)."""
+    gap = teacher - scratch
+    return (kd - scratch) / gap if gap > 0 else float("nan")
+
+
+def targets(results: Sequence[BuildResult]) -> list[Target]:
+    def mean(variant: str, metric: str) -> float:
+        return statistics.fmean(float(r.metrics(variant)[metric]) for r in results)
+
+    def accuracy(variant: str) -> float:
+        return mean(variant, "accuracy") * 100
+
+    gap = statistics.fmean(
+        gap_closed(
+            r.metrics(TEACHER)["accuracy"], r.metrics(SCRATCH)["accuracy"], r.metrics(STUDENT)["accuracy"]
+        )
+        for r in results
+    )
+    return [
+        Target("int8 student accuracy vs teacher − 1.0 pt", accuracy(INT8) - accuracy(TEACHER), -1.0, " pt"),
+        Target("KD closes the teacher–scratch gap", gap * 100, 50.0, "%"),
+        Target(
+            "int8 student size reduction vs teacher", mean(TEACHER, "bytes") / mean(INT8, "bytes"), 20.0, "×"
+        ),
+        Target(
+            "int8 batch-32 throughput vs teacher",
+            mean(INT8, "throughput_batch32_per_second") / mean(TEACHER, "throughput_batch32_per_second"),
+            10.0,
+            "×",
+        ),
+        Target(
+            "qnnpack accuracy within 0.3 pt of x86", -abs(accuracy(QNNPACK) - accuracy(INT8)), -0.3, " pt"
+        ),
+    ]
+
+
+def report(family: str, results: Sequence[BuildResult], command: str) -> str:
+    variants = [v.variant for v in results[0].variants]
+    header = "| variant | " + " | ".join(label for _, label, _, _ in METRICS) + " |"
+    lines = [
+        f"# Compression benchmark: {family}",
+        "",
+        f"Command: `{command}`",
+        "",
+        f"Machine: {cpu_model()}, {os.cpu_count()} cores; torch {torch.__version__}; "
+        f"{datetime.datetime.now(datetime.UTC).isoformat(timespec='seconds')}",
+        "",
+        f"Seeds: {len(results)} (mean ± std); build time per seed "
+        f"{statistics.fmean(r.seconds for r in results):.0f} s. Latency and throughput: 1 thread, on model.pt.",
+        "",
+        header,
+        "|---" * (len(METRICS) + 1) + "|",
+    ]
+    for variant in variants:
+        cells = []
+        for key, _, scale, fmt in METRICS:
+            mean, std = mean_std([float(r.metrics(variant)[key]) * scale for r in results])
+            cells.append(f"{mean:{fmt}} ± {std:{fmt}}")
+        lines.append(f"| {variant} | " + " | ".join(cells) + " |")
+    gaps = [
+        gap_closed(
+            r.metrics(TEACHER)["accuracy"], r.metrics(SCRATCH)["accuracy"], r.metrics(STUDENT)["accuracy"]
+        )
+        for r in results
+    ]
+    lines += [
+        "",
+        "KD gap closed per seed: " + ", ".join(f"{g * 100:.0f}%" for g in gaps),
+        "",
+        "## Targets",
+        "",
+    ]
+    lines += [t.line() for t in targets(results)]
+    return "\n".join(lines) + "\n"
+
+
+def bench(
+    family: str, seeds: int = 3, out: Path = Path("benchmarks/compression.md"), *, command: str = ""
+) -> str:
+    """Build the default recipe once per seed (0..seeds-1) and write the markdown report to ``out``."""
+    if seeds < 1:
+        raise ValueError(f"seeds must be >= 1, got {seeds}")
+    results = []
+    with tempfile.TemporaryDirectory(prefix="slimserve-bench-") as scratch_registry:
+        for seed in range(seeds):
+            results.append(build(family, Path(scratch_registry), seed=seed, force=True, progress=False))
+    text = report(family, results, command or f"python -m models bench {family} --seeds {seeds} --out {out}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text)
+    return text

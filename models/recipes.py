@@ -1,0 +1,74 @@
+"""The build recipe: every knob that changes a published artifact, frozen and digested.
+
+The digest covers the recipe and the dataset digests, so a rebuild with nothing changed is a no-op and
+any change (data, hyper-parameter, engine list) produces new versions.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+FAMILIES = ("mnist",)
+
+
+class RecipeError(Exception):
+    """An unknown family or an invalid recipe override."""
+
+
+@dataclass(frozen=True)
+class Recipe:
+    family: str
+    teacher_architecture: str = "models.architectures:teacher"
+    student_architecture: str = "models.architectures:student"
+    teacher_epochs: int = 20
+    student_epochs: int = 40  # the scratch baseline and the KD student get the same budget
+    batch_size: int = 128
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    patience: int = 8  # epochs without validation improvement before stopping
+    shift_pixels: int = 2  # Hinton's jitter: random translations of up to this many pixels
+    mixup_alpha: float = 0.0  # 0 disables mixup; > 0 mixes inputs for students (scratch and KD alike)
+    kd_temperature: float = 4.0
+    kd_alpha: float = 0.5
+    calibration_samples: int = 512
+    seed: int = 0
+    quantization_engines: tuple[str, ...] = ("x86", "qnnpack")
+    dynamic_int8: bool = False
+    max_batch_size: int = 64
+    limit: int | None = None  # cap on training samples, for fast tests
+
+    def with_overrides(
+        self, *, epochs: int | None = None, limit: int | None = None, seed: int | None = None
+    ) -> Recipe:
+        """Fast overrides: ``epochs`` sets every training stage's budget; early stopping stays on."""
+        changes: dict[str, Any] = {}
+        if epochs is not None:
+            if epochs < 1:
+                raise RecipeError(f"epochs must be >= 1, got {epochs}")
+            changes.update(teacher_epochs=epochs, student_epochs=epochs)
+        if limit is not None:
+            if limit < 10:
+                raise RecipeError(f"limit must be >= 10, got {limit}")
+            changes.update(limit=limit, calibration_samples=min(self.calibration_samples, limit))
+        if seed is not None:
+            changes.update(seed=seed)
+        return dataclasses.replace(self, **changes)
+
+    def fields(self) -> dict[str, Any]:
+        values = dataclasses.asdict(self)
+        values["quantization_engines"] = list(self.quantization_engines)
+        return values
+
+    def digest(self, dataset_digest: str, split_digest: str) -> str:
+        payload = {"recipe": self.fields(), "dataset": dataset_digest, "split": split_digest}
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+def default_recipe(family: str) -> Recipe:
+    if family not in FAMILIES:
+        raise RecipeError(f"unknown family {family!r} (known: {', '.join(FAMILIES)})")
+    return Recipe(family=family)
