@@ -131,6 +131,22 @@ class DataPlane:
         return [s.stats.as_triton(s.name, s.version, s.batcher.batches_run) for s in variants]
 
     # inference
+    def count_rejected(self, model: str, protocol: str, error: SlimServeError) -> None:
+        """Count a request the transport refused before it reached ``infer`` (it could not be decoded)."""
+        labels = {"model": "", "variant": "", "version": "", "backend": "", "protocol": protocol}
+        if self.store.is_family(model):
+            labels["model"] = model
+        else:
+            try:
+                served = self.store.find(model, None)
+            except SlimServeError:
+                pass
+            else:
+                card = served.model.card
+                labels |= {"model": card.family, "variant": card.variant, "version": str(card.version),
+                           "backend": served.backend.kind}  # fmt: skip
+        self._metrics.requests.labels(**labels, status=error.reason).inc()
+
     async def infer(
         self,
         model: str,
@@ -159,7 +175,14 @@ class DataPlane:
                 allow_non_finite=self._limits.allow_non_finite,
             )
             outputs = select_outputs(served.name, card.signature, request)
-            result = await asyncio.wait_for(served.batcher.infer(batch), self._timeout(request, deadline_s))
+            in_flight = self._metrics.in_flight.labels(**labels)
+            in_flight.inc()
+            try:
+                result = await asyncio.wait_for(
+                    served.batcher.infer(batch), self._timeout(request, deadline_s)
+                )
+            finally:
+                in_flight.dec()
         except Exception as exc:
             error = self._as_client_error(exc, model)
             self._metrics.requests.labels(**labels, status=error.reason).inc()
@@ -173,6 +196,7 @@ class DataPlane:
         self._metrics.request_duration.labels(**labels).observe(elapsed)
         self._metrics.queue_duration.labels(**variant_labels).observe(result.queue_seconds)
         self._metrics.batch_size.labels(**variant_labels).observe(result.batch_rows)
+        self._metrics.compute_duration.labels(**variant_labels).observe(result.compute_seconds)
         request_id = request.id or uuid.uuid4().hex  # feedback needs an id to join labels to
         first_output = card.signature.outputs[0].name
         self.experiments.record(assignment, card, request_id, batch, result.outputs[first_output], elapsed)

@@ -18,8 +18,9 @@ from service.backends.torch_backend import QuantizedEngineGuard, TorchScriptBack
 from service.config import Settings
 from service.dataplane import DataPlane, Limits
 from service.metrics import ServiceMetrics
+from service.metrics.variants import VariantCollector
 from service.registry.artifacts import ModelVersion, variants_on_disk
-from service.registry.store import ModelStore, State
+from service.registry.store import ModelStore
 from service.routing.experiments import ExperimentsFile, load_experiments
 from service.routing.loop import ExperimentLoop, check_variants_exist
 
@@ -67,6 +68,8 @@ class Runtime:
         )
         self.dataplane = DataPlane(self.store, self.experiments, metrics, limits)
         self._loading: asyncio.Task[None] | None = None
+        self._collector = VariantCollector(self.store, self.experiments)
+        metrics.registry.register(self._collector)
 
     def _make_backend(self, model: ModelVersion) -> Backend:
         backend = TorchScriptBackend(
@@ -87,11 +90,6 @@ class Runtime:
 
     async def _load(self) -> None:
         await self.store.load_all()
-        for served in self.store.all():
-            card = served.model.card
-            self.metrics.ready.labels(card.family, card.variant, str(card.version), served.backend.kind).set(
-                1 if served.state is State.READY else 0
-            )
         states = {f"{s.name}:{s.version}": str(s.state) for s in self.store.all()}
         log.info("variants: %s; server ready: %s", states, self.store.ready())
         for line in self._on_ready:
@@ -105,3 +103,4 @@ class Runtime:
                 await self._loading
         await self.store.unload_all()
         self._executor.shutdown(wait=True, cancel_futures=True)
+        self.metrics.registry.unregister(self._collector)

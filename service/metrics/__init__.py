@@ -46,8 +46,18 @@ class ServiceMetrics:
             buckets=BATCH_BUCKETS,
             registry=registry,
         )
-        self.ready = Gauge(
-            "slimserve_variant_ready", "1 when the variant serves traffic.", VARIANT_LABELS, registry=registry
+        self.compute_duration = Histogram(
+            "slimserve_compute_duration_seconds",
+            "Time the backend took for the batch a request was served in.",
+            VARIANT_LABELS,
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.in_flight = Gauge(
+            "slimserve_requests_in_flight",
+            "Requests being served right now (the custom-metric signal for autoscaling).",
+            REQUEST_LABELS,
+            registry=registry,
         )
         # experiments: what each variant costs and what it loses, on live traffic
         self.assignments = Counter(

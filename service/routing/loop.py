@@ -63,6 +63,8 @@ class ExperimentLoop:
         )
         self.tallies = Tallies()
         self.shadow = ShadowRunner(settings.routing.shadow_queue_size, run_shadow, self._shadow_done)
+        for experiment in experiments.experiments:  # a 0 series from the start, so alerts can see "no drops"
+            metrics.shadow_dropped.labels(experiment.name, experiment.family)
 
     # the request path
     def route(self, family: str, headers: Mapping[str, str]) -> Assignment:

@@ -103,10 +103,15 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
         self, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext
     ) -> pb.ModelInferResponse:
         headers = {key: value for key, value in context.invocation_metadata() or () if isinstance(value, str)}
+        try:
+            decoded = decode_request(request)
+        except SlimServeError as error:
+            self._dataplane.count_rejected(request.model_name, "grpc", error)
+            raise
         outcome = await self._dataplane.infer(
             request.model_name,
             version_of(request.model_version),
-            decode_request(request),
+            decoded,
             protocol="grpc",
             headers=headers,
             deadline_s=context.time_remaining(),

@@ -10,7 +10,7 @@ from starlette.responses import JSONResponse, Response
 from service.api.http.context import ServiceContext, context
 from service.api.http.wire import HEADER_LENGTH, decode_infer_request, encode_infer_response, read_body
 from service.dataplane import InferOutcome
-from service.errors import ModelNotReady
+from service.errors import ModelNotReady, SlimServeError
 from service.protocol import WireInferRequest
 from service.registry.triton_config import config_as_json
 
@@ -104,8 +104,12 @@ async def model_ready(request: Request, model: str, version: str | None = None) 
 )
 async def infer(request: Request, model: str, version: str | None = None) -> Response:
     ctx: ServiceContext = context(request)
-    body = await read_body(request, ctx.settings.limits.max_request_bytes)
-    decoded = decode_infer_request(body, request.headers.get(HEADER_LENGTH))
+    try:
+        body = await read_body(request, ctx.settings.limits.max_request_bytes)
+        decoded = decode_infer_request(body, request.headers.get(HEADER_LENGTH))
+    except SlimServeError as error:
+        ctx.dataplane.count_rejected(model, "http", error)
+        raise
     outcome = await ctx.dataplane.infer(model, version, decoded, protocol="http", headers=request.headers)
     content, headers = encode_infer_response(outcome.response)
     return Response(content, headers={**headers, **served_headers(outcome)})
