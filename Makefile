@@ -6,16 +6,19 @@ REGISTRY ?= registry
 FAMILY ?= mnist
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: serve test setup registry lint typecheck unit bench-compression bench-serving clean
+.PHONY: serve test setup system-deps registry lint typecheck unit bench-compression bench-serving clean
 
 ## serve: set up, build the default registry if it is missing, run the service on it
 serve: registry
 	$(BIN)/python -m service --registry.path $(REGISTRY)
 
 ## test: set up, then lint, type-check and run the whole suite
-test: setup lint typecheck unit
+test: setup system-deps lint typecheck unit
 
 setup: $(VENV)/.installed
+
+system-deps:
+	scripts/system-deps.sh test
 
 # scripts/install.sh is also what the Dockerfile runs: one install procedure for the venv and the image
 $(VENV)/.installed: pyproject.toml scripts/install.sh
@@ -40,6 +43,7 @@ bench-compression: setup
 	$(BIN)/python -m models bench $(FAMILY) --seeds 3 --out benchmarks/compression.md
 
 bench-serving: registry
+	scripts/system-deps.sh bench
 	$(BIN)/python -m benchmarks.serving --registry $(REGISTRY) --out benchmarks/serving.md
 
 clean:
