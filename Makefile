@@ -3,6 +3,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 REGISTRY ?= registry
+ARGS ?=
 FAMILY ?= mnist
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
@@ -10,7 +11,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 ## serve: set up, build the default registry if it is missing, run the service on it
 serve: registry
-	$(BIN)/python -m service --registry.path $(REGISTRY)
+	$(BIN)/python -m service --registry.path $(REGISTRY) $(ARGS)
 
 ## test: set up, then lint, type-check and run the whole suite
 test: setup system-deps lint typecheck unit

@@ -23,6 +23,7 @@ import kubernetes_validate
 import pytest
 
 from service.config import Settings
+from service.routing.experiments import ExperimentsFileError, load_experiments
 from tests.deploy.conftest import RENDERINGS, ROOT, Manifest
 
 KUBERNETES_VERSION = "1.37.0"
@@ -317,47 +318,41 @@ def test_settings_are_fields_the_service_reads(
 
 
 def test_experiments_file_is_accepted_by_the_service_parser(
-    manifests: list[Manifest], tmp_path: Path
+    manifests: list[Manifest], tmp_path: Path, tiny_registry: Path
 ) -> None:
-    experiments = pytest.importorskip(
-        "service.routing.experiments", reason="experiments parser not landed yet"
-    )
     text = config_maps(manifests)[
         next(name for name in config_maps(manifests) if name.startswith("slimserve-experiments"))
     ]["experiments.yaml"]
     path = tmp_path / "experiments.yaml"
     path.write_text(text)
-    parsed = experiments.load_experiments(path)
+    parsed = load_experiments(path)
     assert parsed.experiments, "the shipped file runs an experiment"
-    served = registry_model_names()
+    served = registry_model_names(tiny_registry)
     for experiment in parsed.experiments:
         for variant in [
             *(v.name for v in experiment.variants),
             *([experiment.shadow.variant] if experiment.shadow else []),
         ]:
             assert f"{experiment.family}-{variant}" in served
-    with pytest.raises(experiments.ExperimentsFileError):
+    with pytest.raises(ExperimentsFileError):
         path.write_text(text.replace("weight: 70", "weight: 71"))
-        experiments.load_experiments(path)
+        load_experiments(path)
 
 
-def registry_model_names() -> set[str]:
-    """The registry's model names, from the README's table of what is served.
-
-    TODO: check against `tests/conftest.py`'s `tiny_registry` (<registry>/<name>/config.pbtxt), and against
-    `python -m models export-triton`'s output once it lands.
-    """
-    readme = (ROOT / "README.md").read_text()
-    return set(re.findall(r"^\| `([a-z0-9-]+)` \|", readme, flags=re.MULTILINE))
+def registry_model_names(registry: Path) -> set[str]:
+    """The model names a registry built by the pipeline holds (each with its Triton config)."""
+    return {path.name for path in registry.iterdir() if (path / "config.pbtxt").is_file()}
 
 
-def test_triton_serves_the_fp32_variants_the_service_points_at(renderings: dict[str, list[Manifest]]) -> None:
+def test_triton_serves_the_fp32_variants_the_service_points_at(
+    renderings: dict[str, list[Manifest]], tiny_registry: Path
+) -> None:
     manifests = renderings["gpu-triton"]
     pod = named(manifests, "Deployment", "triton")["spec"]["template"]
     (triton,) = pod["spec"]["containers"]
     loaded = {arg.split("=", 1)[1] for arg in triton["args"] if arg.startswith("--load-model=")}
     assert loaded == TRITON_MODELS
-    assert loaded <= registry_model_names()
+    assert loaded <= registry_model_names(tiny_registry)
     assert triton["resources"]["limits"]["nvidia.com/gpu"] == 1
     assert pod["spec"]["nodeSelector"] and pod["spec"]["tolerations"]
     repository = next(a.split("=", 1)[1] for a in triton["args"] if a.startswith("--model-repository="))
