@@ -35,16 +35,23 @@ def numpy_dtype(tensor: str, datatype: str) -> np.dtype[Any]:
         ) from None
 
 
-def element_count(tensor: str, shape: list[int]) -> int:
+def element_count(tensor: str, shape: list[int], limit: int) -> int:
     if any(dim < 0 for dim in shape):
         raise InvalidInput(f"input '{tensor}': shape {shape} has a negative dimension")
-    return math.prod(shape)
+    count = math.prod(shape)
+    if count > limit:
+        raise InvalidInput(
+            f"input '{tensor}': shape {shape} has {count} elements, more than the limit of {limit}"
+        )
+    return count
 
 
-def decode_json(tensor: str, datatype: str, shape: list[int], data: list[Any]) -> np.ndarray:
+def decode_json(
+    tensor: str, datatype: str, shape: list[int], data: list[Any], max_elements: int
+) -> np.ndarray:
     """Decode flat row-major or nested ``data`` into an array of exactly ``shape``."""
     dtype = numpy_dtype(tensor, datatype)
-    expected = element_count(tensor, shape)
+    expected = element_count(tensor, shape, max_elements)
     try:
         array = np.asarray(data, dtype=dtype)
     except (ValueError, TypeError, OverflowError):
@@ -58,9 +65,11 @@ def decode_json(tensor: str, datatype: str, shape: list[int], data: list[Any]) -
     return array.reshape(shape)
 
 
-def decode_binary(tensor: str, datatype: str, shape: list[int], raw: bytes | memoryview) -> np.ndarray:
+def decode_binary(
+    tensor: str, datatype: str, shape: list[int], raw: bytes | memoryview, max_elements: int
+) -> np.ndarray:
     dtype = numpy_dtype(tensor, datatype)
-    expected = element_count(tensor, shape) * dtype.itemsize
+    expected = element_count(tensor, shape, max_elements) * dtype.itemsize
     if len(raw) != expected:
         raise InvalidInput(
             f"input '{tensor}': shape {shape} of {datatype} needs {expected} bytes, got {len(raw)}"

@@ -19,6 +19,14 @@ class ServerSettings(BaseModel):
     grpc_port: int = Field(8001, ge=0, le=65535, description="gRPC port; 0 picks a free one.")
     grpc_max_message_bytes: int = Field(16 * 1024 * 1024, ge=1024, description="Larger gRPC messages fail.")
     shutdown_grace_s: float = Field(10.0, ge=0, description="Time in-flight requests get to finish.")
+    drain_delay_s: float = Field(
+        2.0,
+        ge=0,
+        description="After SIGTERM: not ready at once, keep serving this long, then stop accepting.",
+    )
+    cors_origins: list[str] = Field(
+        default_factory=list, description="Origins allowed by CORS; none: CORS off."
+    )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     access_log: bool = False
 
@@ -68,7 +76,11 @@ class RuntimeSettings(BaseModel):
 class LimitsSettings(BaseModel):
     max_request_bytes: int = Field(16 * 1024 * 1024, ge=1024, description="Larger bodies get 413.")
     max_batch_per_request: int = Field(256, ge=1, description="Rows one request may carry.")
+    max_tensor_elements: int = Field(4 * 1024 * 1024, ge=1, description="Elements one input tensor may have.")
     request_timeout_s: float = Field(10.0, gt=0, description="Per-request deadline (504 after it).")
+    model_timeouts_s: dict[str, float] = Field(
+        default_factory=dict, description="Deadline per model or family name, overriding request_timeout_s."
+    )
     allow_non_finite: bool = Field(False, description="Accept NaN/Inf inputs instead of 400.")
 
 

@@ -42,6 +42,7 @@ class Limits:
     max_batch_per_request: int
     request_timeout_s: float
     allow_non_finite: bool
+    model_timeouts_s: dict[str, float]
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +62,7 @@ class DataPlane:
     ) -> None:
         self.store = store
         self.experiments = experiments
+        self.draining = False  # set on SIGTERM: not ready, still serving until the server stops accepting
         self._metrics = metrics
         self._limits = limits
 
@@ -69,7 +71,7 @@ class DataPlane:
         return True
 
     def ready(self) -> bool:
-        return self.store.ready()
+        return not self.draining and self.store.ready()
 
     def server_metadata(self) -> dict[str, Any]:
         return {"name": "slimserve", "version": __version__, "extensions": EXTENSIONS}
@@ -130,6 +132,13 @@ class DataPlane:
             variants = self.store.all()
         return [s.stats.as_triton(s.name, s.version, s.batcher.batches_run) for s in variants]
 
+    # model control (Triton's repository extension)
+    async def load_model(self, model: str) -> None:
+        await self.store.load_model(model)
+
+    async def unload_model(self, model: str) -> None:
+        await self.store.unload_model(model)
+
     # inference
     def count_rejected(self, model: str, protocol: str, error: SlimServeError) -> None:
         """Count a request the transport refused before it reached ``infer`` (it could not be decoded)."""
@@ -178,9 +187,9 @@ class DataPlane:
             in_flight = self._metrics.in_flight.labels(**labels)
             in_flight.inc()
             try:
-                result = await asyncio.wait_for(
-                    served.batcher.infer(batch), self._timeout(request, deadline_s)
-                )
+                # no await between finding the variant and queueing on it: a reload cannot slip in between
+                async with asyncio.timeout(self._timeout(served, request, deadline_s)):
+                    result = await served.batcher.infer(batch)
             finally:
                 in_flight.dec()
         except Exception as exc:
@@ -226,8 +235,10 @@ class DataPlane:
         log.error("inference on %s failed", model, exc_info=exc)
         return InternalError(f"inference on model '{model}' failed")
 
-    def _timeout(self, request: InferRequest, deadline_s: float | None) -> float:
-        timeout = self._limits.request_timeout_s
+    def _timeout(self, served: ServedVariant, request: InferRequest, deadline_s: float | None) -> float:
+        per_model = self._limits.model_timeouts_s
+        card = served.model.card
+        timeout = per_model.get(card.name, per_model.get(card.family, self._limits.request_timeout_s))
         requested = request.parameters.get("timeout")  # Triton: microseconds
         if isinstance(requested, int) and not isinstance(requested, bool) and requested > 0:
             timeout = min(timeout, requested / 1e6)

@@ -45,6 +45,14 @@ class ModelNotFound(SlimServeError):
     reason = "not_found"
 
 
+class ModelLoadFailed(SlimServeError):
+    """A model control request could not load what it asked for; what was serving still serves."""
+
+    http_status = 400  # as Triton answers a failed load
+    grpc_code = grpc.StatusCode.FAILED_PRECONDITION
+    reason = "load_failed"
+
+
 class PayloadTooLarge(SlimServeError):
     http_status = 413
     grpc_code = grpc.StatusCode.RESOURCE_EXHAUSTED

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import signal
 import socket
+from types import FrameType
 
 import uvicorn
+from fastapi import FastAPI
 
 from service.api.http.app import create_app
 from service.config import Settings
@@ -37,6 +41,41 @@ def example_curl(host: str, port: int) -> list[str]:
     ]
 
 
+class DrainingServer(uvicorn.Server):
+    """uvicorn, with a drain step on SIGTERM for load balancers.
+
+    At SIGTERM the service reports not-ready at once (HTTP readiness and gRPC health) but keeps serving for
+    ``drain_delay_s``, so endpoints are removed before connections are refused; then uvicorn shuts down as
+    usual: stop accepting, let in-flight requests finish within the grace period, run the lifespan's exit.
+    """
+
+    def __init__(self, config: uvicorn.Config, app: FastAPI, drain_delay_s: float) -> None:
+        super().__init__(config)
+        self._app = app
+        self._drain_delay_s = drain_delay_s
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._draining = False
+
+    async def serve(self, sockets: list[socket.socket] | None = None) -> None:
+        self._loop = asyncio.get_running_loop()
+        await super().serve(sockets)
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if sig != signal.SIGTERM or self._draining or self._loop is None or self._drain_delay_s <= 0:
+            super().handle_exit(sig, frame)
+            return
+        self._draining = True
+        context = getattr(self._app.state, "slimserve", None)
+        if context is not None:
+            context.dataplane.draining = True
+        log.info(
+            "SIGTERM: not ready now, serving %.1f s more for load balancers, then draining",
+            self._drain_delay_s,
+        )
+        stop = super().handle_exit
+        self._loop.call_soon_threadsafe(self._loop.call_later, self._drain_delay_s, stop, sig, frame)
+
+
 async def serve(settings: Settings) -> None:
     sock = bind(settings.server.host, settings.server.http_port)
     host, port = sock.getsockname()[:2]
@@ -47,6 +86,6 @@ async def serve(settings: Settings) -> None:
         log_level=settings.server.log_level,
         access_log=settings.server.access_log,
         lifespan="on",
-        timeout_graceful_shutdown=10,
+        timeout_graceful_shutdown=max(1, round(settings.server.shutdown_grace_s)),
     )
-    await uvicorn.Server(config).serve(sockets=[sock])
+    await DrainingServer(config, app, settings.server.drain_delay_s).serve(sockets=[sock])

@@ -20,12 +20,16 @@ from service.config import Settings
 from service.registry.artifacts import ModelVersion
 from service.server import bind
 
+ADMIN_TOKEN = "test-admin-token"
+ADMIN = {"authorization": f"Bearer {ADMIN_TOKEN}"}
+
 
 def make_settings(registry_path: Path, /, **sections: dict[str, Any]) -> Settings:
     """Settings for a test: defaults plus the given sections, never the developer's environment or .env."""
     values: dict[str, Any] = {**sections}
     values["registry"] = {"path": registry_path, **sections.get("registry", {})}
     values["server"] = {"grpc_port": 0, **sections.get("server", {})}  # ephemeral, like the HTTP port
+    values["admin"] = {"token": ADMIN_TOKEN, **sections.get("admin", {})}
     return Settings(_env_file=None, **values)
 
 

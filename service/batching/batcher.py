@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from service.backends.base import Backend
-from service.errors import Overloaded
+from service.errors import ModelNotReady, Overloaded
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +64,7 @@ class DynamicBatcher:
         self._carry: _Pending | None = None
         self._take_lock = asyncio.Lock()
         self.batches_run = 0
+        self._stopped = False
 
     @property
     def queue_depth(self) -> int:
@@ -74,7 +75,14 @@ class DynamicBatcher:
             asyncio.create_task(self._work(), name=f"batcher-{self.name}-{i}") for i in range(self._instances)
         ]
 
+    async def drain(self) -> None:
+        """Finish every request already queued or running, then stop: nothing accepted is lost."""
+        if self._workers:
+            await self._queue.join()
+        await self.stop()
+
     async def stop(self) -> None:
+        self._stopped = True
         for worker in self._workers:
             worker.cancel()
         for worker in self._workers:
@@ -87,6 +95,8 @@ class DynamicBatcher:
                 pending.future.set_exception(Overloaded(f"{self.name} is shutting down"))
 
     async def infer(self, batch: np.ndarray) -> BatchResult:
+        if self._stopped:
+            raise ModelNotReady(f"{self.name} has been unloaded")
         loop = asyncio.get_running_loop()
         pending = _Pending(batch, loop.create_future(), enqueued_at=loop.time())
         try:
@@ -102,7 +112,11 @@ class DynamicBatcher:
         while True:
             async with self._take_lock:  # one worker assembles a batch at a time, so batches stay full
                 items = await self._take_batch()
-            await self._run(items)
+            try:
+                await self._run([item for item in items if not item.future.done()])  # skip callers that left
+            finally:
+                for _ in items:
+                    self._queue.task_done()
 
     async def _next(self, wait_s: float | None) -> _Pending | None:
         if self._carry is not None:
@@ -135,7 +149,7 @@ class DynamicBatcher:
                 break
             items.append(item)
             rows += item.rows
-        return [item for item in items if not item.future.done()]  # callers that gave up are skipped
+        return items
 
     async def _run(self, items: list[_Pending]) -> None:
         if not items:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from service.backends.base import Backend
 from service.batching.batcher import DynamicBatcher
 from service.config import Settings
-from service.errors import InvalidInput, ModelNotFound, ModelNotReady
+from service.errors import InvalidInput, ModelLoadFailed, ModelNotFound, ModelNotReady
 from service.registry.artifacts import MODEL_NAME, ArtifactError, BrokenVersion, ModelVersion, scan
 from service.statistics import VariantStatistics
 
@@ -71,25 +71,73 @@ class ModelStore:
         self.registry_error = ""
 
     async def load_all(self) -> None:
-        settings = self._settings
         try:
-            models, self.broken = scan(settings.registry.path)
+            models, self.broken = scan(self._settings.registry.path)
         except ArtifactError as exc:
             log.error("cannot read the registry: %s", exc)
             self.registry_error = str(exc)
             self.loaded = True
             return
         for name, versions in models.items():
-            chosen = sorted(versions)
-            if settings.registry.version_policy == "latest":
-                chosen = chosen[-1:]
-            for number in chosen:
-                self._add(versions[number])
+            self._variants[name] = {number: self._create(versions[number]) for number in self._chosen(versions)}
+            self._add_family(self._variants[name])
         for served in self.all():
             await self._load(served)
         self.loaded = True
 
-    def _add(self, model: ModelVersion) -> None:
+    def _chosen(self, versions: dict[int, ModelVersion]) -> list[int]:
+        chosen = sorted(versions)
+        return chosen[-1:] if self._settings.registry.version_policy == "latest" else chosen
+
+    def _add_family(self, versions: dict[int, ServedVariant]) -> None:
+        for served in versions.values():
+            names = self._families.setdefault(served.model.card.family, [])
+            if served.name not in names:
+                names.append(served.name)
+
+    async def load_model(self, name: str) -> None:
+        """(Re)load one model from the registry without dropping a request.
+
+        New versions are verified and warmed before they serve; the swap is one assignment; versions it
+        replaced finish the requests they already hold, then unload. If a new version fails to load, the
+        model keeps serving what it served and the error says why.
+        """
+        try:
+            models, _ = scan(self._settings.registry.path)
+        except ArtifactError as exc:
+            raise ModelLoadFailed(f"cannot load '{name}': {exc}") from None
+        if name not in models:
+            raise ModelNotFound(f"model '{name[:128]}' is not in the registry")
+        current = self._variants.get(name, {})
+        updated: dict[int, ServedVariant] = {}
+        for number in self._chosen(models[name]):
+            kept = current.get(number)
+            if kept is not None and kept.state is State.READY:
+                updated[number] = kept
+                continue
+            fresh = self._create(models[name][number])
+            await self._load(fresh)
+            if fresh.state is not State.READY:
+                raise ModelLoadFailed(f"cannot load '{name}' version {number}: {fresh.reason}")
+            updated[number] = fresh
+        self._variants[name] = updated
+        self._add_family(updated)
+        log.info("%s now serves versions %s", name, sorted(updated))
+        for number, old in current.items():
+            if updated.get(number) is not old:
+                await self._retire(old, "replaced")
+
+    async def unload_model(self, name: str) -> None:
+        for served in self.versions_of(name).values():
+            await self._retire(served, "unloaded")
+        log.info("%s unloaded", name)
+
+    async def _retire(self, served: ServedVariant, reason: str) -> None:
+        served.state, served.reason = State.UNAVAILABLE, reason
+        await served.batcher.drain()
+        await served.backend.unload()
+
+    def _create(self, model: ModelVersion) -> ServedVariant:
         batching = self._settings.batching
         enabled = batching.enabled
         batcher = DynamicBatcher(
@@ -102,10 +150,7 @@ class ModelStore:
             max_queue_size=batching.max_queue_size,
             instances=batching.instances if enabled else self._settings.runtime.worker_threads,
         )
-        self._variants.setdefault(model.card.name, {})[model.card.version] = ServedVariant(model, batcher)
-        variants = self._families.setdefault(model.card.family, [])
-        if model.card.name not in variants:
-            variants.append(model.card.name)
+        return ServedVariant(model, batcher)
 
     async def _load(self, served: ServedVariant) -> None:
         started = time.perf_counter()
@@ -121,9 +166,7 @@ class ModelStore:
 
     async def unload_all(self) -> None:
         for served in self.all():
-            await served.batcher.stop()
-            await served.backend.unload()
-            served.state, served.reason = State.UNAVAILABLE, "unloaded"
+            await self._retire(served, "unloaded")
 
     def all(self) -> list[ServedVariant]:
         return [served for versions in self._variants.values() for served in versions.values()]

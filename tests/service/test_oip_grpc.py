@@ -19,7 +19,7 @@ from tritonclient.utils import InferenceServerException
 
 from service.backends.base import Backend
 from service.registry.artifacts import ModelVersion
-from tests.harness import RunningService, make_settings, run_service
+from tests.harness import ADMIN, RunningService, make_settings, run_service
 from tests.service.conftest import MODEL_NAMES, assert_close
 from tests.service.faults import FaultyBackend
 
@@ -48,7 +48,10 @@ def test_health_metadata_and_index(
     assert client.is_server_live()
     assert client.is_server_ready()
     assert client.get_server_metadata(as_json=True)["name"] == "slimserve"
-    index = client.get_model_repository_index(as_json=True)["models"]
+    with pytest.raises(InferenceServerException) as anonymous:
+        client.get_model_repository_index()
+    assert anonymous.value.status() == str(grpc.StatusCode.UNAUTHENTICATED)
+    index = client.get_model_repository_index(headers=ADMIN, as_json=True)["models"]
     assert sorted(entry["name"] for entry in index) == sorted(MODEL_NAMES)
     with grpc.insecure_channel(service.grpc_url) as channel:
         health = health_pb2_grpc.HealthStub(channel)
@@ -167,8 +170,11 @@ def test_error_codes(
     expect_code(grpc.StatusCode.NOT_FOUND, "no loaded version 9", client.get_model_metadata, "mnist", "9")
     expect_code(grpc.StatusCode.INVALID_ARGUMENT, "positive integer", client.get_model_config, "mnist", "x")
     with pytest.raises(grpc.RpcError) as unimplemented:
-        stub.RepositoryModelLoad(pb.RepositoryModelLoadRequest(model_name="mnist"))
+        stub.CudaSharedMemoryStatus(pb.CudaSharedMemoryStatusRequest())
     assert unimplemented.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    with pytest.raises(grpc.RpcError) as unauthenticated:
+        stub.RepositoryModelLoad(pb.RepositoryModelLoadRequest(model_name="mnist-teacher-fp32"))
+    assert unauthenticated.value.code() == grpc.StatusCode.UNAUTHENTICATED
     with pytest.raises(grpc.RpcError) as too_big:
         request = pb.ModelInferRequest(model_name="mnist")
         request.inputs.add(name="INPUT__0", datatype="FP32", shape=[6000, 1, 28, 28])

@@ -26,7 +26,8 @@ class GrpcServer:
             options=[("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", limit)]
         )
         service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
-            InferenceServicer(dataplane), self._server
+            InferenceServicer(dataplane, settings.admin.token, settings.limits.max_tensor_elements),
+            self._server,
         )
         self._health = HealthServicer(dataplane)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)

@@ -12,10 +12,12 @@ from typing import Any, TypeVar
 
 import grpc
 from google.protobuf import json_format
+from pydantic import SecretStr
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc
 
 from service.api.grpc.tensors import decode_request, encode_response
+from service.auth import require_admin
 from service.dataplane import DataPlane
 from service.errors import InternalError, SlimServeError
 
@@ -47,9 +49,15 @@ def version_of(text: str) -> str | None:
     return text or None
 
 
+def authorization(context: grpc.aio.ServicerContext) -> str | None:
+    return next((value for key, value in context.invocation_metadata() or () if key == "authorization"), None)
+
+
 class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
-    def __init__(self, dataplane: DataPlane) -> None:
+    def __init__(self, dataplane: DataPlane, admin_token: SecretStr | None, max_elements: int) -> None:
         self._dataplane = dataplane
+        self._admin_token = admin_token
+        self._max_elements = max_elements
 
     @reports_errors
     async def ServerLive(self, request: pb.ServerLiveRequest, context: Any) -> pb.ServerLiveResponse:
@@ -93,10 +101,27 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
     async def RepositoryIndex(
         self, request: pb.RepositoryIndexRequest, context: Any
     ) -> pb.RepositoryIndexResponse:
+        require_admin(self._admin_token, authorization(context))
         entries = self._dataplane.repository_index()
         if request.ready:
             entries = [entry for entry in entries if entry["state"] == "READY"]
         return json_format.ParseDict({"models": entries}, pb.RepositoryIndexResponse())
+
+    @reports_errors
+    async def RepositoryModelLoad(
+        self, request: pb.RepositoryModelLoadRequest, context: Any
+    ) -> pb.RepositoryModelLoadResponse:
+        require_admin(self._admin_token, authorization(context))
+        await self._dataplane.load_model(request.model_name)
+        return pb.RepositoryModelLoadResponse()
+
+    @reports_errors
+    async def RepositoryModelUnload(
+        self, request: pb.RepositoryModelUnloadRequest, context: Any
+    ) -> pb.RepositoryModelUnloadResponse:
+        require_admin(self._admin_token, authorization(context))
+        await self._dataplane.unload_model(request.model_name)
+        return pb.RepositoryModelUnloadResponse()
 
     @reports_errors
     async def ModelInfer(
@@ -104,7 +129,7 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
     ) -> pb.ModelInferResponse:
         headers = {key: value for key, value in context.invocation_metadata() or () if isinstance(value, str)}
         try:
-            decoded = decode_request(request)
+            decoded = decode_request(request, self._max_elements)
         except SlimServeError as error:
             self._dataplane.count_rejected(request.model_name, "grpc", error)
             raise

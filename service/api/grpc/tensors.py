@@ -30,7 +30,7 @@ def parameter_value(parameter: pb.InferParameter) -> Any:
     return getattr(parameter, kind) if kind else None
 
 
-def decode_request(message: pb.ModelInferRequest) -> InferRequest:
+def decode_request(message: pb.ModelInferRequest, max_elements: int) -> InferRequest:
     raw = list(message.raw_input_contents)
     if raw and len(raw) != len(message.inputs):
         raise InvalidInput(
@@ -40,14 +40,15 @@ def decode_request(message: pb.ModelInferRequest) -> InferRequest:
     for index, item in enumerate(message.inputs):
         shape = list(item.shape)
         if raw:
-            array = decode_binary(item.name, item.datatype, shape, raw[index])
+            array = decode_binary(item.name, item.datatype, shape, raw[index], max_elements)
         else:
             field = CONTENTS_FIELD.get(item.datatype)
             if field is None:
                 raise InvalidInput(
                     f"input '{item.name}': datatype '{item.datatype}' needs raw_input_contents"
                 )
-            array = decode_json(item.name, item.datatype, shape, list(getattr(item.contents, field)))
+            values = list(getattr(item.contents, field))
+            array = decode_json(item.name, item.datatype, shape, values, max_elements)
         inputs.append(Tensor(item.name, item.datatype, array))
     parameters = {key: parameter_value(value) for key, value in message.parameters.items()}
     outputs = [RequestedOutput(output.name, binary=True) for output in message.outputs] or None

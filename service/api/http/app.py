@@ -10,6 +10,7 @@ import contextlib
 from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from starlette.requests import Request
@@ -17,7 +18,7 @@ from starlette.responses import Response
 
 from service import __version__
 from service.api.grpc.server import GrpcServer
-from service.api.http import errors, experiments, oip, predict
+from service.api.http import errors, experiments, oip, predict, repository
 from service.api.http.context import ServiceContext
 from service.config import Settings
 from service.metrics import ServiceMetrics
@@ -55,10 +56,18 @@ def create_app(
         description="Open Inference Protocol server for a model family's compressed variants.",
         lifespan=lifespan,
     )
+    if settings.server.cors_origins:  # off unless origins are configured
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.server.cors_origins,
+            allow_methods=["GET", "POST", "PUT"],
+            allow_headers=["*"],
+        )
     errors.install_error_handlers(app)
     app.include_router(oip.router)
     app.include_router(predict.router)
     app.include_router(experiments.router)
+    app.include_router(repository.router)
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics_endpoint(request: Request) -> Response:

@@ -7,9 +7,9 @@ from typing import Any
 from fastapi import APIRouter, Request
 from pydantic import TypeAdapter
 
-from service.api.http.auth import require_admin
 from service.api.http.context import context
 from service.api.http.wire import parse_json, read_body
+from service.auth import require_admin
 from service.routing.loop import ExperimentChange, FeedbackItem
 
 router = APIRouter(prefix="/v1", tags=["Experiments"])
@@ -41,7 +41,7 @@ async def experiment(request: Request, name: str) -> dict[str, Any]:
 )
 async def change_experiment(request: Request, name: str) -> dict[str, Any]:
     ctx = context(request)
-    require_admin(request, ctx.settings)
+    require_admin(ctx.settings.admin.token, request.headers.get("authorization"))
     body = await read_body(request, ctx.settings.limits.max_request_bytes)
     change = ExperimentChange.model_validate(parse_json(body))
     return ctx.dataplane.experiments.update(name, change)

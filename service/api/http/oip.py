@@ -106,7 +106,8 @@ async def infer(request: Request, model: str, version: str | None = None) -> Res
     ctx: ServiceContext = context(request)
     try:
         body = await read_body(request, ctx.settings.limits.max_request_bytes)
-        decoded = decode_infer_request(body, request.headers.get(HEADER_LENGTH))
+        max_elements = ctx.settings.limits.max_tensor_elements
+        decoded = decode_infer_request(body, request.headers.get(HEADER_LENGTH), max_elements)
     except SlimServeError as error:
         ctx.dataplane.count_rejected(model, "http", error)
         raise

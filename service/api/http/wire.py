@@ -69,7 +69,7 @@ def parse_json(data: bytes | memoryview, what: str = "request body") -> Any:
         raise InvalidInput(f"{what} is not valid JSON") from None
 
 
-def decode_infer_request(body: bytes, header_length: str | None) -> InferRequest:
+def decode_infer_request(body: bytes, header_length: str | None, max_elements: int) -> InferRequest:
     view = memoryview(body)
     if header_length is not None:
         if not header_length.isdigit() or int(header_length) > len(body):
@@ -91,10 +91,11 @@ def decode_infer_request(body: bytes, header_length: str | None) -> InferRequest
         if size is not None:
             if not isinstance(size, int) or isinstance(size, bool) or size < 0 or offset + size > len(binary):
                 raise InvalidInput(f"input '{item.name}': binary_data_size {size!r} does not fit the body")
-            array = decode_binary(item.name, item.datatype, item.shape, binary[offset : offset + size])
+            chunk = binary[offset : offset + size]
+            array = decode_binary(item.name, item.datatype, item.shape, chunk, max_elements)
             offset += size
         elif item.data is not None:
-            array = decode_json(item.name, item.datatype, item.shape, item.data)
+            array = decode_json(item.name, item.datatype, item.shape, item.data, max_elements)
         else:
             raise InvalidInput(f"input '{item.name}': neither 'data' nor 'parameters.binary_data_size' given")
         inputs.append(Tensor(item.name, item.datatype, array))
