@@ -36,8 +36,12 @@ lint: setup
 typecheck: setup
 	$(BIN)/mypy
 
-unit: setup
+unit: setup .triton-venv/.slimserve-triton-ready
 	$(BIN)/python -m pytest
+
+# tests/triton run a real Triton Inference Server from its own venv (nvidia-pytriton pins numpy<2)
+.triton-venv/.slimserve-triton-ready: scripts/triton-venv.sh
+	PYTHON=$(PYTHON) scripts/triton-venv.sh .triton-venv >/dev/null
 
 ## benchmarks: separate commands, never part of the tests
 bench-compression: setup
