@@ -1,4 +1,4 @@
-"""Command line: ``python -m models build|list|show|verify|bench``.
+"""Command line: ``python -m models build|list|show|verify|bench|export-triton``.
 
 User errors (bad data, unknown model, unsupported engine, ...) print one line to stderr and exit 2;
 ``verify`` exits 1 when a checksum does not match.
@@ -56,6 +56,13 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("family", choices=FAMILIES)
     bench.add_argument("--seeds", type=int, default=3)
     bench.add_argument("--out", type=Path, default=Path("benchmarks/compression.md"))
+
+    triton = commands.add_parser("export-triton", help="write chosen variants as a Triton model repository")
+    triton.add_argument("--registry", type=Path, required=True)
+    triton.add_argument("--out", type=Path, required=True)
+    triton.add_argument("--variants", nargs="+", metavar="NAME", help="model or variant names; default: fp32")
+    triton.add_argument("--gpu", action="store_true", help="instance_group KIND_GPU (int8 is refused)")
+    triton.add_argument("--python-backend", action="store_true", help=argparse.SUPPRESS)
     return parser
 
 
@@ -124,7 +131,18 @@ def _bench(args: argparse.Namespace) -> int:
     return 0
 
 
-HANDLERS = {"build": _build, "list": _list, "show": _show, "verify": _verify, "bench": _bench}
+def _export_triton(args: argparse.Namespace) -> int:
+    from models.export_triton import export_triton
+
+    for name in export_triton(args.registry, args.out, args.variants, args.gpu, args.python_backend):
+        print(f"{name}\t{args.out / name}")
+    return 0
+
+
+HANDLERS = {
+    "build": _build, "list": _list, "show": _show, "verify": _verify, "bench": _bench,
+    "export-triton": _export_triton,
+}  # fmt: skip
 
 
 def main(argv: Sequence[str] | None = None) -> int:
