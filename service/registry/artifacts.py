@@ -83,6 +83,11 @@ class BrokenVersion:
     reason: str
 
 
+def is_version_name(text: str) -> bool:
+    """A published version: positive ASCII decimal digits ('¹'.isdigit() is true, int('¹') fails)."""
+    return 0 < len(text) <= 18 and text.isascii() and text.isdigit() and not text.startswith("0")
+
+
 def read_card(directory: Path) -> ModelCard:
     try:
         card = ModelCard.model_validate(json.loads((directory / CARD_FILE).read_text()))
@@ -142,7 +147,7 @@ def scan(root: Path) -> tuple[dict[str, dict[int, ModelVersion]], list[BrokenVer
         if not model_dir.is_dir() or not MODEL_NAME.match(model_dir.name):
             continue
         for version_dir in sorted(model_dir.iterdir()):
-            if not version_dir.is_dir() or not version_dir.name.isdigit() or version_dir.name.startswith("0"):
+            if not version_dir.is_dir() or not is_version_name(version_dir.name):
                 continue  # temporary (.tmp-*) and foreign folders are not versions
             try:
                 card = read_card(version_dir)

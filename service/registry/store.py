@@ -16,7 +16,14 @@ from service.backends.base import Backend
 from service.batching.batcher import DynamicBatcher
 from service.config import Settings
 from service.errors import InvalidInput, ModelLoadFailed, ModelNotFound, ModelNotReady
-from service.registry.artifacts import MODEL_NAME, ArtifactError, BrokenVersion, ModelVersion, scan
+from service.registry.artifacts import (
+    MODEL_NAME,
+    ArtifactError,
+    BrokenVersion,
+    ModelVersion,
+    is_version_name,
+    scan,
+)
 from service.statistics import VariantStatistics
 
 log = logging.getLogger(__name__)
@@ -55,7 +62,7 @@ class ServedVariant:
 def parse_version(version: str | None) -> int | None:
     if version is None or version == "":
         return None
-    if not version.isdigit() or int(version) < 1:
+    if not is_version_name(version):
         raise InvalidInput(f"model version must be a positive integer, got '{version[:32]}'")
     return int(version)
 

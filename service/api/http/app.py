@@ -18,7 +18,7 @@ from starlette.responses import Response
 
 from service import __version__
 from service.api.grpc.server import GrpcServer
-from service.api.http import errors, experiments, oip, predict, repository
+from service.api.http import errors, experiments, oip, openapi, predict, repository
 from service.api.http.context import ServiceContext
 from service.config import Settings
 from service.metrics import ServiceMetrics
@@ -68,6 +68,7 @@ def create_app(
     app.include_router(predict.router)
     app.include_router(experiments.router)
     app.include_router(repository.router)
+    openapi.install(app)
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics_endpoint(request: Request) -> Response:

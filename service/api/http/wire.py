@@ -26,7 +26,7 @@ BINARY_TYPE = "application/octet-stream"
 async def read_body(request: Request, limit: int) -> bytes:
     """The request body, decompressed, refusing more than ``limit`` bytes before reading it all."""
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
+    if declared is not None and declared.isascii() and declared.isdigit() and int(declared) > limit:
         raise PayloadTooLarge(f"request body of {declared} bytes exceeds the limit of {limit} bytes")
     chunks: list[bytes] = []
     size = 0
@@ -72,7 +72,7 @@ def parse_json(data: bytes | memoryview, what: str = "request body") -> Any:
 def decode_infer_request(body: bytes, header_length: str | None, max_elements: int) -> InferRequest:
     view = memoryview(body)
     if header_length is not None:
-        if not header_length.isdigit() or int(header_length) > len(body):
+        if not (header_length.isascii() and header_length.isdigit()) or int(header_length) > len(body):
             raise InvalidInput(
                 f"Inference-Header-Content-Length must be a byte count within the body ({len(body)} bytes)"
             )

@@ -1,0 +1,105 @@
+"""Generated requests: schemathesis over the whole OpenAPI spec, hypothesis over tensor decoding."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import schemathesis
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+from schemathesis.checks import not_a_server_error
+from schemathesis.core.result import Err
+
+from service.api.http.wire import decode_infer_request
+from service.codecs import NUMPY_DTYPES, decode_binary, decode_json
+from service.errors import InvalidInput, SlimServeError
+from tests.harness import RunningService
+
+LIMIT = 1 << 20
+
+
+EXAMPLES_PER_OPERATION = 30
+
+
+def test_no_generated_request_gets_a_5xx_and_every_4xx_says_why(service: RunningService) -> None:
+    """schemathesis generates requests for every operation of the live server's OpenAPI spec."""
+    api = schemathesis.openapi.from_url(f"{service.url}/openapi.json")
+    calls: list[tuple[str, int]] = []
+    for result in api.get_all_operations():
+        if isinstance(result, Err):
+            raise AssertionError(f"the spec has an invalid operation: {result.err()}")
+        operation = result.ok()
+
+        @settings(max_examples=EXAMPLES_PER_OPERATION, deadline=None, database=None,
+                  phases=[Phase.explicit, Phase.generate], suppress_health_check=list(HealthCheck))  # fmt: skip
+        @given(operation.as_strategy())
+        def exercise(case: Any) -> None:
+            response = case.call(timeout=30)
+            calls.append((case.operation.label, response.status_code))
+            case.validate_response(response, checks=[not_a_server_error])
+            if 400 <= response.status_code < 500:
+                assert isinstance(response.json().get("error"), str), (
+                    f"{case.operation.label}: {response.text}"
+                )
+
+        exercise()
+    assert len({label for label, _ in calls}) >= 20, "every operation was exercised"
+    assert len(calls) >= 300, f"only {len(calls)} generated requests"
+    assert not [status for _, status in calls if status >= 500]
+
+
+DATATYPES = sorted(NUMPY_DTYPES)
+shapes = hnp.array_shapes(min_dims=1, max_dims=4, min_side=1, max_side=5)
+
+
+@st.composite
+def tensors(draw: st.DrawFn) -> tuple[str, np.ndarray]:
+    datatype = draw(st.sampled_from(DATATYPES))
+    dtype = NUMPY_DTYPES[datatype]
+    elements = hnp.from_dtype(dtype, allow_nan=False, allow_infinity=False) if dtype.kind == "f" else None
+    array = draw(hnp.arrays(dtype, draw(shapes), elements=elements))
+    return datatype, array
+
+
+@given(tensors())
+def test_json_flat_and_nested_and_binary_decode_to_the_same_array(tensor: tuple[str, np.ndarray]) -> None:
+    datatype, array = tensor
+    shape = list(array.shape)
+    flat = decode_json("x", datatype, shape, array.ravel().tolist(), LIMIT)
+    nested = decode_json("x", datatype, shape, array.tolist(), LIMIT)
+    binary = decode_binary("x", datatype, shape, array.tobytes(), LIMIT)
+    for decoded in (flat, nested, binary):
+        assert decoded.dtype == array.dtype and decoded.shape == array.shape
+        np.testing.assert_array_equal(decoded, array)
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=5),
+    lambda children: st.lists(children, max_size=4),
+    max_leaves=20,
+)
+
+
+@given(
+    st.sampled_from([*DATATYPES, "BYTES", "fp32"]),
+    st.lists(st.integers(-2, 6), max_size=4),
+    st.lists(json_values, max_size=30),
+)
+def test_any_json_data_decodes_or_says_why(datatype: str, shape: list[int], data: list[Any]) -> None:
+    try:
+        decoded = decode_json("x", datatype, shape, data, LIMIT)
+    except InvalidInput as error:
+        assert "input 'x'" in error.message
+    else:
+        assert list(decoded.shape) == shape
+
+
+@given(st.binary(max_size=300), st.one_of(st.none(), st.integers(-5, 400).map(str), st.text(max_size=4)))
+@settings(suppress_health_check=[HealthCheck.too_slow])
+def test_any_body_decodes_or_raises_a_client_error(body: bytes, header_length: str | None) -> None:
+    try:
+        decode_infer_request(body, header_length, LIMIT)
+    except SlimServeError as error:
+        assert 400 <= error.http_status < 500
