@@ -7,7 +7,7 @@ ARGS ?=
 FAMILY ?= mnist
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: serve test setup system-deps registry lint typecheck unit bench-compression bench-serving clean
+.PHONY: serve test setup system-deps registry lint typecheck unit bench-compression bench-serving soak clean
 
 ## serve: set up, build the default registry if it is missing, run the service on it
 serve: registry
@@ -50,6 +50,10 @@ bench-compression: setup
 bench-serving: registry
 	scripts/system-deps.sh bench
 	$(BIN)/python -m benchmarks.serving --registry $(REGISTRY) --out benchmarks/serving.md
+
+soak: registry
+	scripts/system-deps.sh bench
+	$(BIN)/python -m benchmarks.soak --registry $(REGISTRY) --minutes 3 --out benchmarks/soak.md
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
