@@ -28,7 +28,10 @@ if [ "$(cat "$marker" 2>/dev/null || true)" != "$requirements" ]; then
     rm -f "$marker"
     started="$(date +%s)"
     python="${PYTHON:-$(command -v python3.11 || command -v python3)}"
-    test -x "$venv/bin/python" || "$python" -m venv "$venv"
+    test -x "$venv/bin/python" || "$python" -m venv "$venv" || {
+        echo "triton-venv: cannot create a virtualenv in $venv with $python" >&2
+        exit 1
+    }
     # shellcheck disable=SC2086  # a list of requirement specifiers without spaces
     "$venv/bin/python" -m pip install --quiet --disable-pip-version-check $requirements 2>"$venv/pip.log" || {
         cat "$venv/pip.log" >&2

@@ -60,10 +60,16 @@ class TritonInstall:
         return env
 
 
-def triton_install(venv: Path = TRITON_VENV) -> TritonInstall:
-    """Create (idempotently) and describe the Triton venv; fail loudly if that is impossible."""
+def triton_install(venv: Path = TRITON_VENV, python: str | None = None) -> TritonInstall:
+    """Create (idempotently) and describe the Triton venv; fail loudly if that is impossible.
+
+    ``python`` is the interpreter a new venv is made with (the script's default: python3.11 or python3).
+    """
+    env = dict(os.environ)
+    if python is not None:
+        env["PYTHON"] = python
     result = subprocess.run(
-        ["sh", str(VENV_SCRIPT), str(venv)], cwd=ROOT, capture_output=True, text=True, timeout=1800
+        ["sh", str(VENV_SCRIPT), str(venv)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800
     )
     if result.returncode != 0:
         pytest.fail(
