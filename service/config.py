@@ -84,6 +84,29 @@ class LimitsSettings(BaseModel):
     allow_non_finite: bool = Field(False, description="Accept NaN/Inf inputs instead of 400.")
 
 
+class BackendSettings(BaseModel):
+    """Where a variant runs. In-process torch unless set to a Triton server."""
+
+    kind: Literal["torch", "triton"] = "torch"
+    url: str = Field("", description="Triton host:port (its gRPC or HTTP port, as protocol says).")
+    protocol: Literal["grpc", "http"] = "grpc"
+    model_name: str | None = Field(None, description="Triton's name for the model; default: the variant's.")
+    model_version: str = Field("", description="Triton model version; empty: Triton's latest.")
+    timeout_s: float = Field(5.0, gt=0, description="Per call to Triton; 504 after it.")
+    fallback: str | None = Field(None, description="In-process variant that answers routed calls while down.")
+    health_interval_s: float = Field(1.0, gt=0)
+    health_timeout_s: float = Field(2.0, gt=0, description="A health check slower than this counts as down.")
+    failure_threshold: int = Field(
+        3, ge=1, description="Consecutive connection failures that open the breaker."
+    )
+    reset_after_s: float = Field(5.0, gt=0, description="How long the breaker stays open before a trial.")
+
+
+def backend_key(name: str) -> str:
+    """Environment variables cannot hold '-': ``teacher-fp32`` and ``TEACHER_FP32`` name the same variant."""
+    return name.replace("-", "_").lower()
+
+
 class AdminSettings(BaseModel):
     token: SecretStr | None = Field(
         None, description="Bearer token for admin endpoints; none: they answer 401."
@@ -108,9 +131,17 @@ class Settings(BaseSettings):
     runtime: RuntimeSettings = RuntimeSettings()
     limits: LimitsSettings = LimitsSettings()
     admin: AdminSettings = AdminSettings()
+    backends: dict[str, BackendSettings] = Field(
+        default_factory=dict, description="Per variant (or model name): where it runs; default in-process."
+    )
 
     def default_variant_for(self, family: str) -> str:
         return self.routing.family_defaults.get(family, self.routing.default_variant)
+
+    def backend_for(self, model: str, variant: str) -> BackendSettings:
+        """The settings of a model name (``mnist-teacher-fp32``) or, failing that, of its variant."""
+        configured = {backend_key(name): backend for name, backend in self.backends.items()}
+        return configured.get(backend_key(model)) or configured.get(backend_key(variant)) or BackendSettings()
 
 
 def settings_from_cli(argv: list[str]) -> Settings:

@@ -9,13 +9,17 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from service import __version__
+from service.batching.batcher import BatchResult
 from service.codecs import datatype_of
 from service.errors import (
+    BackendUnavailable,
     InternalError,
     InvalidInput,
     ModelNotFound,
@@ -50,6 +54,13 @@ class InferOutcome:
     response: InferResponse
     served: ServedVariant
     assignment: Assignment | None  # set when a family name was routed to a variant
+    fallback: bool = False  # answered by the fallback of a variant whose backend was down
+
+
+def variant_labels_of(served: ServedVariant) -> dict[str, str]:
+    card = served.model.card
+    return {"model": card.family, "variant": card.variant, "version": str(card.version),
+            "backend": served.backend.kind}  # fmt: skip
 
 
 def tensor_metadata(specs: list[TensorSpec]) -> list[dict[str, Any]]:
@@ -58,10 +69,16 @@ def tensor_metadata(specs: list[TensorSpec]) -> list[dict[str, Any]]:
 
 class DataPlane:
     def __init__(
-        self, store: ModelStore, experiments: ExperimentLoop, metrics: ServiceMetrics, limits: Limits
+        self,
+        store: ModelStore,
+        experiments: ExperimentLoop,
+        metrics: ServiceMetrics,
+        limits: Limits,
+        fallback_for: Callable[[str, str], str | None],
     ) -> None:
         self.store = store
         self.experiments = experiments
+        self._fallback_for = fallback_for
         self.draining = False  # set on SIGTERM: not ready, still serving until the server stops accepting
         self._metrics = metrics
         self._limits = limits
@@ -109,7 +126,7 @@ class DataPlane:
         name = self.resolve_name(model)
         try:
             self.store.find(name, parse_version(version))
-        except ModelNotReady:
+        except (ModelNotReady, BackendUnavailable):
             return False
         return True
 
@@ -151,9 +168,7 @@ class DataPlane:
             except SlimServeError:
                 pass
             else:
-                card = served.model.card
-                labels |= {"model": card.family, "variant": card.variant, "version": str(card.version),
-                           "backend": served.backend.kind}  # fmt: skip
+                labels |= variant_labels_of(served)
         self._metrics.requests.labels(**labels, status=error.reason).inc()
 
     async def infer(
@@ -170,12 +185,16 @@ class DataPlane:
         started = time.perf_counter()
         labels = {"model": "", "variant": "", "version": "", "backend": "", "protocol": protocol}
         served: ServedVariant | None = None
+        fell_back = False
         try:
             assignment = self.experiments.route(model, headers) if self.store.is_family(model) else None
-            served = self.store.find(assignment.model if assignment else model, parse_version(version))
+            wanted = assignment.model if assignment else model
+            try:
+                served = self.store.find(wanted, parse_version(version))
+            except BackendUnavailable:
+                served, fell_back = self._fallback(model, wanted, assignment), True
             card = served.model.card
-            labels |= {"model": card.family, "variant": card.variant, "version": str(card.version),
-                       "backend": served.backend.kind}  # fmt: skip
+            labels |= variant_labels_of(served)
             batch = prepare_input(
                 served.name,
                 card.signature,
@@ -184,14 +203,13 @@ class DataPlane:
                 allow_non_finite=self._limits.allow_non_finite,
             )
             outputs = select_outputs(served.name, card.signature, request)
-            in_flight = self._metrics.in_flight.labels(**labels)
-            in_flight.inc()
             try:
-                # no await between finding the variant and queueing on it: a reload cannot slip in between
-                async with asyncio.timeout(self._timeout(served, request, deadline_s)):
-                    result = await served.batcher.infer(batch)
-            finally:
-                in_flight.dec()
+                result = await self._run(served, batch, request, deadline_s, labels)
+            except BackendUnavailable:  # the remote backend went away mid-request: idempotent, so retry
+                served, fell_back = self._fallback(model, served.name, assignment), True
+                card = served.model.card
+                labels |= variant_labels_of(served)
+                result = await self._run(served, batch, request, deadline_s, labels)
         except Exception as exc:
             error = self._as_client_error(exc, model)
             self._metrics.requests.labels(**labels, status=error.reason).inc()
@@ -224,7 +242,36 @@ class DataPlane:
             ],
             parameters={"variant": card.variant},
         )
-        return InferOutcome(response, served, assignment)
+        return InferOutcome(response, served, assignment, fell_back)
+
+    async def _run(
+        self,
+        served: ServedVariant,
+        batch: np.ndarray,
+        request: InferRequest,
+        deadline_s: float | None,
+        labels: dict[str, str],
+    ) -> BatchResult:
+        in_flight = self._metrics.in_flight.labels(**labels)
+        in_flight.inc()
+        try:
+            # no await between finding the variant and queueing on it: a reload cannot slip in between
+            async with asyncio.timeout(self._timeout(served, request, deadline_s)):
+                return await served.batcher.infer(batch)
+        finally:
+            in_flight.dec()
+
+    def _fallback(self, family: str, unavailable: str, assignment: Assignment | None) -> ServedVariant:
+        """The in-process variant that answers routed traffic while ``unavailable``'s backend is down."""
+        original = unavailable.removeprefix(f"{family}-")
+        fallback = self._fallback_for(unavailable, original) if assignment is not None else None
+        if fallback is None:
+            raise BackendUnavailable(
+                f"model '{unavailable}' is unavailable and has no fallback for this call"
+            )
+        served = self.store.find(f"{family}-{fallback}", None)
+        self._metrics.fallbacks.labels(family, original, fallback).inc()
+        return served
 
     @staticmethod
     def _as_client_error(exc: Exception, model: str) -> SlimServeError:

@@ -87,6 +87,12 @@ class Overloaded(_RetryLater):
     reason = "overloaded"
 
 
+class BackendUnavailable(_RetryLater):
+    """A remote backend (Triton) cannot be reached; routed traffic falls back if a fallback is set."""
+
+    reason = "backend_unavailable"
+
+
 class RequestTimeout(SlimServeError):
     http_status = 504
     grpc_code = grpc.StatusCode.DEADLINE_EXCEEDED

@@ -15,6 +15,7 @@ import numpy as np
 
 from service.backends.base import Backend
 from service.backends.torch_backend import QuantizedEngineGuard, TorchScriptBackend, configure_torch
+from service.backends.triton_backend import TritonBackend
 from service.config import Settings
 from service.dataplane import DataPlane, Limits
 from service.metrics import ServiceMetrics
@@ -67,15 +68,22 @@ class Runtime:
             self._run_shadow,
             lambda family: variants_on_disk(settings.registry.path, family),
         )
-        self.dataplane = DataPlane(self.store, self.experiments, metrics, limits)
+        self.dataplane = DataPlane(self.store, self.experiments, metrics, limits, self._fallback_for)
         self._loading: asyncio.Task[None] | None = None
         self._collector = VariantCollector(self.store, self.experiments)
         metrics.registry.register(self._collector)
 
+    def _fallback_for(self, model: str, variant: str) -> str | None:
+        return self.settings.backend_for(model, variant).fallback
+
     def _make_backend(self, model: ModelVersion) -> Backend:
-        backend = TorchScriptBackend(
-            model, self._executor, self._guard, self.settings.runtime.warmup_iterations
-        )
+        config = self.settings.backend_for(model.card.name, model.card.variant)
+        backend: Backend
+        if config.kind == "triton":
+            backend = TritonBackend(model, config)
+        else:
+            warmup = self.settings.runtime.warmup_iterations
+            backend = TorchScriptBackend(model, self._executor, self._guard, warmup)
         return self._backend_wrapper(backend, model) if self._backend_wrapper else backend
 
     async def _run_shadow(self, model: str, batch: np.ndarray) -> np.ndarray:

@@ -53,6 +53,12 @@ class ServiceMetrics:
             buckets=LATENCY_BUCKETS,
             registry=registry,
         )
+        self.fallbacks = Counter(
+            "slimserve_fallbacks",
+            "Routed requests answered by a fallback variant because the routed one's backend was down.",
+            ("model", "variant", "fallback"),
+            registry=registry,
+        )
         self.in_flight = Gauge(
             "slimserve_requests_in_flight",
             "Requests being served right now (the custom-metric signal for autoscaling).",

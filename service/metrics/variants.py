@@ -45,7 +45,8 @@ class VariantCollector(Collector):
                 "quantization_engine": quantization.engine if quantization else "",
                 "torch_version": card.torch_version,
             })  # fmt: skip
-            families["ready"].add_metric(labels, 1.0 if served.state is State.READY else 0.0)
+            serving = served.state is State.READY and served.backend.ready
+            families["ready"].add_metric(labels, 1.0 if serving else 0.0)
             families["queue"].add_metric(labels, served.batcher.queue_depth)
             families["load"].add_metric(labels, served.load_seconds)
             for key, card_key in (("bytes", "bytes"), ("parameters", "parameters"), ("accuracy", "accuracy")):

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from service.backends.base import Backend
 from service.batching.batcher import DynamicBatcher
 from service.config import Settings
-from service.errors import InvalidInput, ModelLoadFailed, ModelNotFound, ModelNotReady
+from service.errors import BackendUnavailable, InvalidInput, ModelLoadFailed, ModelNotFound, ModelNotReady
 from service.registry.artifacts import (
     MODEL_NAME,
     ArtifactError,
@@ -210,4 +210,6 @@ class ModelStore:
             served = max(ready or versions.values(), key=lambda candidate: candidate.version)
         if served.state is not State.READY:
             raise ModelNotReady(f"model '{name}' version {served.version} is not ready ({served.state})")
+        if not served.backend.ready:
+            raise BackendUnavailable(f"model '{name}' version {served.version}: its backend is unavailable")
         return served

@@ -148,7 +148,7 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
                 ("slimserve-model", card.name),
                 ("slimserve-variant", card.variant),
                 ("slimserve-version", str(card.version)),
-                ("slimserve-fallback", "false"),
+                ("slimserve-fallback", "true" if outcome.fallback else "false"),
             )
         )
         return encode_response(outcome.response)

@@ -37,7 +37,7 @@ def served_headers(outcome: InferOutcome) -> dict[str, str]:
         "slimserve-model": card.name,
         "slimserve-variant": card.variant,
         "slimserve-version": str(card.version),
-        "slimserve-fallback": "false",
+        "slimserve-fallback": "true" if outcome.fallback else "false",
         "slimserve-request-id": outcome.response.id or "",
     }
     if outcome.assignment and outcome.assignment.experiment:
