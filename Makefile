@@ -57,3 +57,9 @@ soak: registry
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+
+## loadtest: locust against the service on the default registry (built if missing): HTTP JSON, binary, gRPC and
+## the A/B user with feedback; report folder in reports/loadtest-<UTC time>/ (ARGS: --duration 2m --users 32 ...)
+.PHONY: loadtest
+loadtest: registry
+	$(BIN)/python -m loadtests run --registry $(REGISTRY) $(ARGS)
