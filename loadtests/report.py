@@ -221,6 +221,10 @@ def _fmt(value: float | None, spec: str, scale: float = 1.0) -> str:
     )
 
 
+def _pct(value: float | None, digits: int = 1) -> str:
+    return "–" if value is None else f"{value * 100:.{digits}f}%"
+
+
 def table(report: Report) -> list[str]:
     lines = [
         "| variant | weight | requests | failures | share | p50 ms | p95 ms | p99 ms | req/s | labelled | "
@@ -229,10 +233,10 @@ def table(report: Report) -> list[str]:
     ]
     for r in report.rows:
         lines.append(
-            f"| {r.variant} | {_fmt(r.weight, 'g')}% | {r.requests:,} | {r.failures} | {_fmt(r.share, '.1f', 100)}% | "
+            f"| {r.variant} | {'–' if r.weight is None else f'{r.weight:g}%'} | {r.requests:,} | {r.failures} | {_pct(r.share)} | "
             f"{_fmt(r.p50_ms, '.1f')} | {_fmt(r.p95_ms, '.1f')} | {_fmt(r.p99_ms, '.1f')} | "
-            f"{r.throughput_rps:.1f} | {r.labelled:,} | {_fmt(r.online_accuracy, '.1f', 100)}% | "
-            f"{_fmt(r.agreement, '.1f', 100)}% | {_fmt(r.model_bytes, ',.0f')} | {_fmt(r.mean_response_bytes, ',.0f')} |"
+            f"{r.throughput_rps:.1f} | {r.labelled:,} | {_pct(r.online_accuracy)} | "
+            f"{_pct(r.agreement)} | {_fmt(r.model_bytes, ',.0f')} | {_fmt(r.mean_response_bytes, ',.0f')} |"
         )
     return lines
 
@@ -254,8 +258,8 @@ def markdown(report: Report, command: str, settings: dict[str, Any], plots: dict
         "## Accuracy: the client's tally and the service's", "",
         "| variant | client labelled | client accuracy | service labelled | service accuracy |",
         "|---|---:|---:|---:|---:|",
-        *[f"| {r.variant} | {r.client_labelled:,} | {_fmt(r.client_accuracy, '.2f', 100)}% | {r.labelled:,} | "
-          f"{_fmt(r.online_accuracy, '.2f', 100)}% |" for r in report.rows if r.variant != UNROUTED],
+        *[f"| {r.variant} | {r.client_labelled:,} | {_pct(r.client_accuracy, 2)} | {r.labelled:,} | "
+          f"{_pct(r.online_accuracy, 2)} |" for r in report.rows if r.variant != UNROUTED],
         "",
         "## Checks", "",
         f"- Requests: locust {c['locust_requests']:,}, samples {c['sampled_requests']:,}, service "
