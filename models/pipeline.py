@@ -99,7 +99,7 @@ class _Trained:
     parent: str | None = None
 
 
-def train_config(recipe: Recipe, epochs: int, seed: int) -> TrainConfig:
+def train_config(recipe: Recipe, epochs: int, seed: int, *, mixup_alpha: float) -> TrainConfig:
     return TrainConfig(
         epochs=epochs,
         batch_size=recipe.batch_size,
@@ -107,7 +107,7 @@ def train_config(recipe: Recipe, epochs: int, seed: int) -> TrainConfig:
         weight_decay=recipe.weight_decay,
         patience=recipe.patience,
         shift_pixels=recipe.shift_pixels,
-        mixup_alpha=recipe.mixup_alpha,
+        mixup_alpha=mixup_alpha,
         seed=seed,
     )
 
@@ -128,13 +128,17 @@ def train_variants(recipe: Recipe, data: Dataset, *, progress: bool) -> list[_Tr
     """Train the teacher, the scratch and the distilled student, then quantize the distilled one."""
     train = data.train.head(recipe.limit)
     teacher = _seeded(recipe.teacher_architecture, recipe.seed)
-    teacher_config = train_config(recipe, recipe.teacher_epochs, recipe.seed)
+    teacher_config = train_config(
+        recipe, recipe.teacher_epochs, recipe.seed, mixup_alpha=recipe.teacher_mixup_alpha
+    )
     _stage(
         "teacher",
         lambda: fit(teacher, train, data.validation, teacher_config, name="teacher", progress=progress),
     )
     # Both students start from the same weights and see the same batches: only the teacher differs.
-    student_config = train_config(recipe, recipe.student_epochs, recipe.seed + 1)
+    student_config = train_config(
+        recipe, recipe.student_epochs, recipe.seed + 1, mixup_alpha=recipe.mixup_alpha
+    )
     scratch = _seeded(recipe.student_architecture, recipe.seed + 1)
     _stage(
         "scratch",
