@@ -17,6 +17,7 @@ import re
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -27,6 +28,8 @@ import numpy as np
 import torch
 
 from benchmarks.loadgen import LoadResult, binary_body, grpc_frame, json_body, run_h2load, run_wrk
+from models.export_triton import export_triton
+from models.triton_local import TritonServer, triton_install
 
 CONCURRENCY = (1, 64)
 
@@ -90,12 +93,13 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def service(registry: Path, batching: bool) -> Iterator[tuple[int, int]]:
+def service(registry: Path, batching: bool, extra: list[str] | None = None) -> Iterator[tuple[int, int]]:
     http_port, grpc_port = free_port(), free_port()
     command = [
         sys.executable, "-m", "service", "--registry.path", str(registry),
         "--server.http_port", str(http_port), "--server.grpc_port", str(grpc_port),
         "--server.log_level", "warning", "--batching.enabled" if batching else "--no-batching.enabled",
+        *(extra or []),
     ]  # fmt: skip
     process = subprocess.Popen(command)
     try:
@@ -143,6 +147,34 @@ def measure(registry: Path, variants: list[str], seconds: float, digit: np.ndarr
                     rows.append(Row(variant, "grpc", batching, concurrency, result, counted))
                     print(f"{variant:22} {'grpc':12} batching={batching!s:5} c={concurrency:<3} "
                           f"{result.throughput:8.0f} req/s p50 {result.p50_ms:.2f} ms", flush=True)  # fmt: skip
+    return rows
+
+
+def measure_triton(registry: Path, variant: str, seconds: float, digit: np.ndarray) -> list[Row]:
+    """The same variant forwarded to a local Triton (python backend running the same TorchScript)."""
+    install = triton_install()
+    rows: list[Row] = []
+    with tempfile.TemporaryDirectory() as folder:
+        repository = Path(folder) / "repository"
+        models = export_triton(registry, repository, [variant], gpu=False, python_backend=True)
+        triton = TritonServer(
+            install, repository, models, free_port(), free_port(), Path(folder) / "triton.log"
+        )
+        triton.start()
+        backends = json.dumps({variant: {"kind": "triton", "url": triton.grpc_url, "protocol": "grpc"}})
+        try:
+            with service(registry, True, ["--backends", backends]) as (http_port, _):
+                url = f"http://127.0.0.1:{http_port}/v2/models/mnist-{variant}/infer"
+                body, headers = binary_body(digit)
+                for concurrency in CONCURRENCY:
+                    before = served_ok(http_port, variant, "http")
+                    result = run_wrk(url, body, headers, concurrency, seconds)
+                    counted = served_ok(http_port, variant, "http") - before
+                    rows.append(Row(variant, "http-binary via triton", True, concurrency, result, counted))
+                    print(f"{variant:22} via triton  c={concurrency:<3} {result.throughput:8.0f} req/s "
+                          f"p50 {result.p50_ms:.2f} ms", flush=True)  # fmt: skip
+        finally:
+            triton.stop()
     return rows
 
 
@@ -201,6 +233,21 @@ def report(command: str, rows: list[Row], inproc: dict[str, tuple[float, float]]
             f"{r.result.throughput:,.0f} | {r.result.p50_ms:.2f} ms | {r.result.p99_ms:.2f} ms | "
             f"{r.result.failures} | {r.server_counted:,} |"
         )
+    via_triton = [r for r in rows if r.protocol.endswith("via triton")]
+    if via_triton:
+        lines += ["", "## The same fp32 variant in-process and through Triton", "",
+                  "Triton here is the 2.51 server from the nvidia-pytriton wheel on the same 2 CPU cores, running "
+                  "the same TorchScript through its python backend (no libtorch backend or GPU on this machine): "
+                  "the figures measure the forwarding path (slimserve → tritonclient gRPC → Triton → stub "
+                  "process), not GPU speed.", "",
+                  "| variant | path | concurrency | req/s | p50 | p99 | overhead per request (p50) |",
+                  "|---|---|---:|---:|---:|---:|---:|"]  # fmt: skip
+        for r in via_triton:
+            local = pick(rows, r.variant, "http-binary", True, r.concurrency)
+            for row, overhead in ((local, "—"), (r, f"{r.result.p50_ms - local.result.p50_ms:+.2f} ms")):
+                lines.append(f"| {row.variant} | {'through Triton' if row is r else 'in-process'} | "
+                             f"{row.concurrency} | {row.result.throughput:,.0f} | {row.result.p50_ms:.2f} ms | "
+                             f"{row.result.p99_ms:.2f} ms | {overhead} |")  # fmt: skip
     lines += ["", "## Targets", "", "| target | measured | verdict |", "|---|---|---|"]
     lines += [
         f"| {name} | {value} | {'PASS' if ok else 'MISS'} |" for name, value, ok in targets(rows, inproc)
@@ -215,11 +262,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seconds", type=float, default=5.0, help="duration of each load run")
     parser.add_argument("--variants", nargs="+", default=["teacher-fp32", "student-scratch-fp32", "student-fp32",
                                                            "student-int8-x86", "student-int8-qnnpack"])  # fmt: skip
+    parser.add_argument("--no-triton", dest="triton", action="store_false", help="skip the Triton rows")
     args = parser.parse_args(argv)
     digit = real_digit()
     inproc = {v: in_process(args.registry / f"mnist-{v}" / latest(args.registry / f"mnist-{v}"), digit)
               for v in args.variants}  # fmt: skip
     rows = measure(args.registry, args.variants, args.seconds, digit)
+    if args.triton:
+        rows += measure_triton(args.registry, "teacher-fp32", args.seconds, digit)
     command = "python -m benchmarks.serving " + " ".join(sys.argv[1:] if argv is None else argv)
     args.out.write_text(report(command.strip(), rows, inproc, args.seconds))
     print(f"wrote {args.out}")

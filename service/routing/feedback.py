@@ -20,6 +20,7 @@ class Prediction:
     classes: tuple[int, ...]  # one per row of the request
     created: float
     shadow: dict[str, tuple[int, ...]] = field(default_factory=dict)  # shadow variant -> its classes
+    shadow_pending: str | None = None  # a shadow variant whose answer is still on its way
 
 
 class PredictionStore:

@@ -63,6 +63,9 @@ class ExperimentLoop:
         )
         self.tallies = Tallies()
         self.shadow = ShadowRunner(settings.routing.shadow_queue_size, run_shadow, self._shadow_done)
+        self._shadow_queue_size = settings.routing.shadow_queue_size
+        # labels that arrived while their request's shadow copy was still queued or running
+        self._labelled_before_shadow: dict[str, tuple[Prediction, list[int]]] = {}
         for experiment in experiments.experiments:  # a 0 series from the start, so alerts can see "no drops"
             metrics.shadow_dropped.labels(experiment.name, experiment.family)
 
@@ -89,9 +92,8 @@ class ExperimentLoop:
         experiment = assignment.experiment if assignment else None
         classes = tuple(int(c) for c in logits.argmax(axis=1))
         name = experiment.name if experiment else None
-        self.predictions.put(
-            request_id, Prediction(name, card.family, card.variant, classes, time.monotonic())
-        )
+        prediction = Prediction(name, card.family, card.variant, classes, time.monotonic())
+        self.predictions.put(request_id, prediction)
         if experiment is None or assignment is None:
             return
         tally = self.tallies.of(experiment.name, card.variant)
@@ -102,7 +104,9 @@ class ExperimentLoop:
             job = ShadowJob(
                 experiment.name, card.variant, shadow_variant, assignment.shadow, request_id, batch, logits
             )
-            if not self.shadow.offer(job):
+            if self.shadow.offer(job):
+                prediction.shadow_pending = shadow_variant
+            else:
                 self.tallies.shadow_dropped[experiment.name] = (
                     self.tallies.shadow_dropped.get(experiment.name, 0) + 1
                 )
@@ -124,6 +128,9 @@ class ExperimentLoop:
             tally.agreed += comparison.agreed
         if prediction is not None:
             prediction.shadow[job.shadow] = comparison.shadow_classes
+            prediction.shadow_pending = None
+        elif (labelled := self._labelled_before_shadow.pop(job.request_id, None)) is not None:
+            self._count_labelled(labelled[0], job.shadow, comparison.shadow_classes, labelled[1])
 
     # feedback
     def feedback(self, items: list[FeedbackItem]) -> list[dict[str, Any]]:
@@ -137,18 +144,27 @@ class ExperimentLoop:
         status, prediction = self.predictions.take(item.id)
         if prediction is None:
             return {"id": item.id, "status": status}
-        experiment = prediction.experiment or ""
         answers = {prediction.variant: prediction.classes, **prediction.shadow}
         for variant, classes in answers.items():
-            correct = sum(int(label == predicted) for label, predicted in zip(labels, classes, strict=True))
-            self._metrics.labelled.labels(experiment, prediction.model, variant).inc(len(labels))
-            self._metrics.labelled_correct.labels(experiment, prediction.model, variant).inc(correct)
-            if prediction.experiment:
-                tally = self.tallies.of(prediction.experiment, variant)
-                tally.labelled += len(labels)
-                tally.correct += correct
+            self._count_labelled(prediction, variant, classes, labels)
+        if prediction.shadow_pending:  # the label came before the shadow's answer: it waits for it
+            self._labelled_before_shadow[item.id] = (prediction, labels)
+            while len(self._labelled_before_shadow) > self._shadow_queue_size:
+                self._labelled_before_shadow.pop(next(iter(self._labelled_before_shadow)))
         return {"id": item.id, "status": "accepted", "variant": prediction.variant,
                 "correct": labels == list(prediction.classes)}  # fmt: skip
+
+    def _count_labelled(
+        self, prediction: Prediction, variant: str, classes: tuple[int, ...], labels: list[int]
+    ) -> None:
+        experiment = prediction.experiment or ""
+        correct = sum(int(label == predicted) for label, predicted in zip(labels, classes, strict=True))
+        self._metrics.labelled.labels(experiment, prediction.model, variant).inc(len(labels))
+        self._metrics.labelled_correct.labels(experiment, prediction.model, variant).inc(correct)
+        if prediction.experiment:
+            tally = self.tallies.of(prediction.experiment, variant)
+            tally.labelled += len(labels)
+            tally.correct += correct
 
     # reports and changes
     def report(self, name: str) -> dict[str, Any]:

@@ -289,3 +289,33 @@ def test_invalid_experiments_refuse_to_start(
     assert finished.returncode == 1
     assert message in finished.stderr
     assert "Traceback" not in finished.stderr
+
+
+def test_labels_sent_before_the_shadow_answers_still_count_for_it(
+    tiny_registry: Path, tmp_path: Path, mnist_test_digits: tuple[np.ndarray, np.ndarray]
+) -> None:
+    images, labels = mnist_test_digits
+
+    def slow_teacher(backend: Backend, model: ModelVersion) -> Backend:
+        return FaultyBackend(backend, infer_delay_s=0.2) if model.card.variant == "teacher-fp32" else backend
+
+    experiments = write_experiments(
+        tmp_path / "experiments.yaml",
+        variants=[{"name": "student-int8-x86", "weight": 100}],
+        shadow={"variant": "teacher-fp32", "percent": 100},
+    )
+    with (
+        run_service(settings_for(tiny_registry, experiments), backend_wrapper=slow_teacher) as running,
+        running.client() as client,
+    ):
+        for index in range(5):
+            client.post("/v2/models/mnist/infer", json=body(images[index], f"early-{index}"))
+            answer = client.post("/v1/feedback", json={"id": f"early-{index}", "label": int(labels[index])})
+            assert answer.json()["accepted"] == 1  # the shadow copy is still sleeping
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            rows = {row["variant"]: row for row in client.get("/v1/experiments/mnist-ab").json()["variants"]}
+            if rows["teacher-fp32"]["labelled"] == 5:
+                break
+            time.sleep(0.1)
+    assert (rows["student-int8-x86"]["labelled"], rows["teacher-fp32"]["labelled"]) == (5, 5)
