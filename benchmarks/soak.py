@@ -21,13 +21,6 @@ import yaml
 from benchmarks.loadgen import json_body
 from benchmarks.serving import free_port, machine, real_digit
 
-VARIANTS = [
-    "teacher-fp32",
-    "student-scratch-fp32",
-    "student-fp32",
-    "student-int8-x86",
-    "student-int8-qnnpack",
-]
 LUA = """
 local paths = {{{paths}}}
 local f = io.open("{body}", "rb")
@@ -70,7 +63,8 @@ def main(argv: list[str] | None = None) -> None:
         }]}))  # fmt: skip
         body, _ = json_body(real_digit())
         (Path(folder) / "body.json").write_bytes(body)
-        paths = ", ".join(f'"/v2/models/mnist-{v}/infer"' for v in VARIANTS) + ', "/v2/models/mnist/infer"'
+        models = sorted(p.name for p in args.registry.iterdir() if p.name.startswith("mnist-"))
+        paths = ", ".join(f'"/v2/models/{name}/infer"' for name in models) + ', "/v2/models/mnist/infer"'
         script = Path(folder) / "soak.lua"
         script.write_text(LUA.format(paths=paths, body=Path(folder) / "body.json"))
         port = free_port()
@@ -109,7 +103,7 @@ def main(argv: list[str] | None = None) -> None:
         f"- Command: `{command_line.strip()}`",
         f"- Machine: {machine()}",
         f"- Date: {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC",
-        f"- Load: wrk, 16 connections, random over the five variants and the routed family (experiment with "
+        f"- Load: wrk, 16 connections, random over every variant and the routed family (experiment with "
         f"10% shadow to the teacher, random sticky keys), one real digit per request; {args.minutes:g} min "
         "after a 20 s warm-up.",
         "",
