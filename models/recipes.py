@@ -25,7 +25,7 @@ class Recipe:
     teacher_architecture: str = "models.architectures:teacher"
     student_architecture: str = "models.architectures:student"
     teacher_epochs: int = 25
-    student_epochs: int = 30  # the scratch baseline and the KD student get the same budget
+    student_epochs: int = 60  # patient teaching; the scratch baseline and the KD student get the same budget
     batch_size: int = 128
     lr: float = 2e-3
     weight_decay: float = 1e-4
