@@ -70,7 +70,7 @@ def _parse_model(reference: str) -> tuple[str, int | None]:
     name, sep, version = reference.partition(":")
     if not sep:
         return name, None
-    if not version.isdigit() or int(version) < 1:
+    if not (version.isascii() and version.isdigit()) or int(version) < 1:
         raise registry.RegistryError(f"{reference}: version must be a positive integer")
     return name, int(version)
 
