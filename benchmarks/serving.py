@@ -231,7 +231,7 @@ def report(command: str, rows: list[Row], inproc: dict[str, tuple[float, float]]
         f"- Date: {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC",
         f"- Load: wrk 1 thread (HTTP), h2load 4 connections (gRPC, streams = concurrency), {seconds:g} s per "
         "row, one real MNIST digit per request; service: one process, 2 inference threads, 1 torch "
-        "thread each, batching max 32 rows / 1 ms. Client and server share the same 2 cores.",
+        "thread each, batching max 32 rows, greedy (no added delay). Client and server share the same 2 cores.",
         '- `served` is the service\'s own `slimserve_requests_total{status="ok"}` increase during the row; '
         "the load generator's count may exceed it by at most the requests in flight when it stopped.",
         f"- `http-binary x{ROWS_PER_BIG_REQUEST}` rows send {ROWS_PER_BIG_REQUEST} digits per request (rows/s = "
