@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 
 @dataclass(slots=True)
@@ -19,8 +19,12 @@ class Prediction:
     variant: str
     classes: tuple[int, ...]  # one per row of the request
     created: float
-    shadow: dict[str, tuple[int, ...]] = field(default_factory=dict)  # shadow variant -> its classes
-    shadow_pending: str | None = None  # a shadow variant whose answer is still on its way
+    shadow_variant: str | None = None  # set when a shadow copy was queued (one per request at most)
+    shadow_classes: tuple[int, ...] | None = None  # its answer; None while still on its way
+
+    @property
+    def shadow_pending(self) -> bool:
+        return self.shadow_variant is not None and self.shadow_classes is None
 
 
 class PredictionStore:

@@ -105,7 +105,7 @@ class ExperimentLoop:
                 experiment.name, card.variant, shadow_variant, assignment.shadow, request_id, batch, logits
             )
             if self.shadow.offer(job):
-                prediction.shadow_pending = shadow_variant
+                prediction.shadow_variant = shadow_variant
             else:
                 self.tallies.shadow_dropped[experiment.name] = (
                     self.tallies.shadow_dropped.get(experiment.name, 0) + 1
@@ -127,8 +127,7 @@ class ExperimentLoop:
             tally.compared += comparison.rows
             tally.agreed += comparison.agreed
         if prediction is not None:
-            prediction.shadow[job.shadow] = comparison.shadow_classes
-            prediction.shadow_pending = None
+            prediction.shadow_classes = comparison.shadow_classes
         elif (labelled := self._labelled_before_shadow.pop(job.request_id, None)) is not None:
             self._count_labelled(labelled[0], job.shadow, comparison.shadow_classes, labelled[1])
 
@@ -144,7 +143,9 @@ class ExperimentLoop:
         status, prediction = self.predictions.take(item.id)
         if prediction is None:
             return {"id": item.id, "status": status}
-        answers = {prediction.variant: prediction.classes, **prediction.shadow}
+        answers = {prediction.variant: prediction.classes}
+        if prediction.shadow_variant is not None and prediction.shadow_classes is not None:
+            answers[prediction.shadow_variant] = prediction.shadow_classes
         for variant, classes in answers.items():
             self._count_labelled(prediction, variant, classes, labels)
         if prediction.shadow_pending:  # the label came before the shadow's answer: it waits for it
