@@ -3,9 +3,9 @@
 Kubernetes kinds: kubernetes-validate (bundled OpenAPI schemas, strict: unknown fields are errors) for
 KUBERNETES_VERSION. CRD kinds: ServiceMonitor against the pydantic models that cloudcoil generates from the
 Prometheus operator's published CRD schemas (patterns, enums, types), made strict by a round trip that must
-give back every field (a field the schema does not know is dropped and so fails). PrometheusRule: none is
-rendered (alerting rules belong to k8s/monitoring, owned elsewhere); any other CRD kind fails the test until it
-gets a validator here.
+give back every field (a field the schema does not know is dropped and so fails). PrometheusRule: the same, on
+k8s/monitoring/prometheus-rule.yaml (not rendered by an overlay: the monitoring stack applies it); any other
+CRD kind fails the test until it gets a validator here.
 """
 
 from __future__ import annotations
@@ -21,13 +21,17 @@ from typing import Any
 
 import kubernetes_validate
 import pytest
+import yaml
 
 from service.config import Settings
 from service.routing.experiments import ExperimentsFileError, load_experiments
 from tests.deploy.conftest import RENDERINGS, ROOT, Manifest
 
 KUBERNETES_VERSION = "1.37.0"
-CRD_VALIDATORS = {("monitoring.coreos.com/v1", "ServiceMonitor"): "ServiceMonitor"}
+CRD_VALIDATORS = {
+    ("monitoring.coreos.com/v1", "ServiceMonitor"): "ServiceMonitor",
+    ("monitoring.coreos.com/v1", "PrometheusRule"): "PrometheusRule",
+}
 # Objects the manifests reference but do not contain, each created as docs/deploy.md says.
 EXTERNAL_SECRETS = {"slimserve-admin": {"admin-token"}}
 EXTERNAL_CLAIMS = {"slimserve-registry"}
@@ -129,6 +133,15 @@ def test_every_object_is_valid_for_its_schema(manifests: list[Manifest]) -> None
     assert manifests
     for manifest in manifests:
         validate(manifest)
+
+
+def test_the_alert_rules_are_valid_for_the_prometheus_rule_schema() -> None:
+    rule = yaml.safe_load((ROOT / "k8s" / "monitoring" / "prometheus-rule.yaml").read_text())
+    validate(rule)
+    broken = copy.deepcopy(rule)
+    broken["spec"]["groups"][0]["rules"][0]["recordd"] = broken["spec"]["groups"][0]["rules"][0].pop("record")
+    with pytest.raises((AssertionError, ValueError)):
+        validate(broken)
 
 
 def test_validation_is_strict() -> None:
