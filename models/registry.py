@@ -75,7 +75,9 @@ def versions(registry: Path, name: str) -> list[int]:
     if not model_dir.is_dir():
         return []
     return sorted(
-        int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isascii() and p.name.isdigit() and int(p.name) > 0
+        int(p.name)
+        for p in model_dir.iterdir()
+        if p.is_dir() and p.name.isascii() and p.name.isdigit() and int(p.name) > 0
     )
 
 
