@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import signal
 import sys
+
+import uvloop
 
 from service.config import settings_from_cli
 from service.errors import InvalidInput
@@ -27,7 +28,8 @@ def main(argv: list[str] | None = None) -> None:
     # uvicorn drains on SIGTERM, restores the previous handler and re-raises the signal. With this handler in
     # place, a SIGTERM that was served gracefully ends the process with 0 instead of being killed by it.
     signal.signal(signal.SIGTERM, lambda signum, frame: None)
-    asyncio.run(serve(settings))
+    # uvloop (shipped with uvicorn[standard]) for both transports: uvicorn only installs it when it owns the loop
+    uvloop.run(serve(settings))
 
 
 if __name__ == "__main__":
