@@ -94,7 +94,8 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def service(registry: Path, batching: bool, extra: list[str] | None = None) -> Iterator[tuple[int, int]]:
+def service(registry: Path, batching: bool, extra: list[str] | None = None) -> Iterator[tuple[int, int, int]]:
+    """``python -m service`` on free ports until the block ends: (HTTP port, gRPC port, PID) once ready."""
     http_port, grpc_port = free_port(), free_port()
     command = [
         sys.executable, "-m", "service", "--registry.path", str(registry),
@@ -112,7 +113,7 @@ def service(registry: Path, batching: bool, extra: list[str] | None = None) -> I
             time.sleep(0.2)
         else:
             raise TimeoutError("the service did not become ready")
-        yield http_port, grpc_port
+        yield http_port, grpc_port, process.pid
     finally:
         process.terminate()
         process.wait(timeout=30)
@@ -127,7 +128,7 @@ def served_ok(http_port: int, variant: str, protocol: str) -> int:
 def measure(registry: Path, variants: list[str], seconds: float, digit: np.ndarray) -> list[Row]:
     rows: list[Row] = []
     for batching in (True, False):
-        with service(registry, batching) as (http_port, grpc_port):
+        with service(registry, batching) as (http_port, grpc_port, _):
             for variant in variants:
                 url = f"http://127.0.0.1:{http_port}/v2/models/mnist-{variant}/infer"
                 for fmt, make in (("http-json", json_body), ("http-binary", binary_body)):
@@ -172,7 +173,7 @@ def measure_triton(registry: Path, variant: str, seconds: float, digit: np.ndarr
         triton.start()
         backends = json.dumps({variant: {"kind": "triton", "url": triton.grpc_url, "protocol": "grpc"}})
         try:
-            with service(registry, True, ["--backends", backends]) as (http_port, _):
+            with service(registry, True, ["--backends", backends]) as (http_port, _, _):
                 url = f"http://127.0.0.1:{http_port}/v2/models/mnist-{variant}/infer"
                 body, headers = binary_body(digit)
                 for concurrency in CONCURRENCY:

@@ -12,14 +12,12 @@ import datetime
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-import httpx
 import yaml
 
 from benchmarks.loadgen import json_body
-from benchmarks.serving import free_port, machine, real_digit
+from benchmarks.serving import machine, real_digit, service
 
 LUA = """
 local paths = {{{paths}}}
@@ -71,36 +69,18 @@ def main(argv: list[str] | None = None) -> None:
         paths = ", ".join(f'"/v2/models/{name}/infer"' for name in models) + ', "/v2/models/mnist/infer"'
         script = Path(folder) / "soak.lua"
         script.write_text(LUA.format(paths=paths, body=Path(folder) / "body.json"))
-        port = free_port()
-        command = [sys.executable, "-m", "service", "--registry.path", str(args.registry),
-                   "--server.http_port", str(port), "--server.grpc_port", "0", "--server.log_level", "warning",
-                   "--routing.experiments_file", str(experiments)]  # fmt: skip
-        process = subprocess.Popen(command)
-        url = f"http://127.0.0.1:{port}"
-        try:
-            deadline = time.monotonic() + 180
-            while True:
-                try:
-                    if httpx.get(f"{url}/v2/health/ready").status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise TimeoutError("the service did not become ready")
-                time.sleep(0.2)
-            ready_rss = rss_bytes(process.pid)
+        with service(args.registry, True, ["--routing.experiments_file", str(experiments)]) as (port, _, pid):
+            url = f"http://127.0.0.1:{port}"
+            ready_rss = rss_bytes(pid)
             wrk(url, script, args.warmup_seconds)  # fills bounded stores, allocator pools, batch shapes
-            start = rss_bytes(process.pid)
+            start = rss_bytes(pid)
             samples = [start]
             total = failed = 0
             for _ in range(max(1, round(args.minutes * 2))):  # 30 s slices, RSS after each
                 requests, failures = wrk(url, script, 30)
                 total, failed = total + requests, failed + failures
-                samples.append(rss_bytes(process.pid))
+                samples.append(rss_bytes(pid))
             end = samples[-1]
-        finally:
-            process.terminate()
-            process.wait(timeout=30)
     growth = (end - start) / start
     command_line = "python -m benchmarks.soak " + " ".join(sys.argv[1:] if argv is None else argv)
     report = [
