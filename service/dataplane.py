@@ -6,9 +6,10 @@ HTTP and gRPC both call this; it knows nothing of either. Metrics are recorded h
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
+import os
 import time
-import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -27,7 +28,7 @@ from service.errors import (
     RequestTimeout,
     SlimServeError,
 )
-from service.metrics import ServiceMetrics
+from service.metrics import RequestSeries, ServiceMetrics
 from service.protocol import InferRequest, InferResponse, Tensor
 from service.registry.artifacts import TensorSpec
 from service.registry.store import ModelStore, ServedVariant, State, parse_version
@@ -63,6 +64,18 @@ def variant_labels_of(served: ServedVariant) -> dict[str, str]:
             "backend": served.backend.kind}  # fmt: skip
 
 
+class RequestIds:
+    """Ids for requests that came without one (feedback joins on them): a random prefix per process and a
+    counter, unique across replicas and restarts without a random draw per request."""
+
+    def __init__(self) -> None:
+        self._prefix = os.urandom(8).hex()
+        self._counter = itertools.count(1)
+
+    def next(self) -> str:
+        return f"{self._prefix}-{next(self._counter):x}"
+
+
 def tensor_metadata(specs: list[TensorSpec]) -> list[dict[str, Any]]:
     return [{"name": spec.name, "datatype": spec.datatype, "shape": spec.shape} for spec in specs]
 
@@ -82,6 +95,7 @@ class DataPlane:
         self.draining = False  # set on SIGTERM: not ready, still serving until the server stops accepting
         self._metrics = metrics
         self._limits = limits
+        self._ids = RequestIds()
 
     # health and metadata
     def live(self) -> bool:
@@ -218,13 +232,13 @@ class DataPlane:
             raise error from None
         elapsed = time.perf_counter() - started
         served.stats.record_success(elapsed, result.queue_seconds, result.compute_seconds, batch.shape[0])
-        variant_labels = {key: labels[key] for key in ("model", "variant", "version", "backend")}
-        self._metrics.requests.labels(**labels, status="ok").inc()
-        self._metrics.request_duration.labels(**labels).observe(elapsed)
-        self._metrics.queue_duration.labels(**variant_labels).observe(result.queue_seconds)
-        self._metrics.batch_size.labels(**variant_labels).observe(result.batch_rows)
-        self._metrics.compute_duration.labels(**variant_labels).observe(result.compute_seconds)
-        request_id = request.id or uuid.uuid4().hex  # feedback needs an id to join labels to
+        series = self._series(labels)
+        series.ok.inc()
+        series.duration.observe(elapsed)
+        series.queue_duration.observe(result.queue_seconds)
+        series.batch_size.observe(result.batch_rows)
+        series.compute_duration.observe(result.compute_seconds)
+        request_id = request.id or self._ids.next()  # feedback needs an id to join labels to
         first_output = card.signature.outputs[0].name
         self.experiments.record(assignment, card, request_id, batch, result.outputs[first_output], elapsed)
         response = InferResponse(
@@ -252,7 +266,7 @@ class DataPlane:
         deadline_s: float | None,
         labels: dict[str, str],
     ) -> BatchResult:
-        in_flight = self._metrics.in_flight.labels(**labels)
+        in_flight = self._series(labels).in_flight
         in_flight.inc()
         try:
             # no await between finding the variant and queueing on it: a reload cannot slip in between
@@ -260,6 +274,11 @@ class DataPlane:
                 return await served.batcher.infer(batch)
         finally:
             in_flight.dec()
+
+    def _series(self, labels: dict[str, str]) -> RequestSeries:
+        return self._metrics.series(
+            labels["model"], labels["variant"], labels["version"], labels["backend"], labels["protocol"]
+        )
 
     def _fallback(self, family: str, unavailable: str, assignment: Assignment | None) -> ServedVariant:
         """The in-process variant that answers routed traffic while ``unavailable``'s backend is down."""

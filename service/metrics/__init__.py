@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 # 100 µs to 10 s, roughly 2.5x apart: resolves both an int8 student and a slow fallback.
@@ -16,9 +18,22 @@ EXPERIMENT_LABELS = ("experiment", "model", "variant")
 SHADOW_LABELS = (*EXPERIMENT_LABELS, "shadow")
 
 
+@dataclass(frozen=True, slots=True)
+class RequestSeries:
+    """The series one successful request updates, bound to its labels once instead of on every request."""
+
+    ok: Counter
+    duration: Histogram
+    in_flight: Gauge
+    queue_duration: Histogram
+    batch_size: Histogram
+    compute_duration: Histogram
+
+
 class ServiceMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
+        self._series: dict[tuple[str, ...], RequestSeries] = {}
         self.requests = Counter(
             "slimserve_requests",
             "Inference requests by outcome.",
@@ -109,3 +124,20 @@ class ServiceMetrics:
             ("experiment", "model"),
             registry=registry,
         )
+
+    def series(self, model: str, variant: str, version: str, backend: str, protocol: str) -> RequestSeries:
+        """The request series of one variant and protocol; label sets are few, so binding them is cached."""
+        key = (model, variant, version, backend, protocol)
+        series = self._series.get(key)
+        if series is None:
+            variant_key = key[:4]
+            series = RequestSeries(
+                self.requests.labels(*key, "ok"),
+                self.request_duration.labels(*key),
+                self.in_flight.labels(*key),
+                self.queue_duration.labels(*variant_key),
+                self.batch_size.labels(*variant_key),
+                self.compute_duration.labels(*variant_key),
+            )
+            self._series[key] = series
+        return series

@@ -90,7 +90,7 @@ class ExperimentLoop:
     ) -> None:
         """Remember what a successful request predicted; mirror it to the shadow when it was chosen for that."""
         experiment = assignment.experiment if assignment else None
-        classes = tuple(int(c) for c in logits.argmax(axis=1))
+        classes = tuple(logits.argmax(axis=1).tolist())
         name = experiment.name if experiment else None
         prediction = Prediction(name, card.family, card.variant, classes, time.monotonic())
         self.predictions.put(request_id, prediction)

@@ -50,7 +50,11 @@ def decode_request(message: pb.ModelInferRequest, max_elements: int) -> InferReq
             values = list(getattr(item.contents, field))
             array = decode_json(item.name, item.datatype, shape, values, max_elements)
         inputs.append(Tensor(item.name, item.datatype, array))
-    parameters = {key: parameter_value(value) for key, value in message.parameters.items()}
+    parameters = (
+        {key: parameter_value(value) for key, value in message.parameters.items()}
+        if message.parameters
+        else {}
+    )
     outputs = [RequestedOutput(output.name, binary=True) for output in message.outputs] or None
     return InferRequest(inputs, message.id or None, parameters, outputs, binary_outputs=True)
 
