@@ -71,6 +71,22 @@ class RuntimeSettings(BaseModel):
     torch_threads: int = Field(1, ge=1, description="torch intra-op threads per inference.")
     worker_threads: int = Field(2, ge=1, description="Threads running inference off the event loop.")
     warmup_iterations: int = Field(3, ge=0)
+    gc_freeze: bool = Field(
+        True,
+        description="Once the variants are loaded, exempt what exists from garbage collection (gc.freeze): "
+        "full collections then scan only what requests create.",
+    )
+    gc_young_threshold: int = Field(
+        50_000,
+        ge=0,
+        description="Net allocations between young-generation collections (Python's default, 700, collects "
+        "hundreds of times a second under load); 0 keeps Python's default.",
+    )
+    optimize_fp32: bool = Field(
+        True,
+        description="Fuse and fold fp32 TorchScript for this CPU (oneDNN) when loading; the artifact on disk "
+        "stays the portable one Triton loads. int8 variants are left as they are.",
+    )
 
 
 class LimitsSettings(BaseModel):

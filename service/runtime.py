@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -70,6 +71,7 @@ class Runtime:
         )
         self.dataplane = DataPlane(self.store, self.experiments, metrics, limits, self._fallback_for)
         self._loading: asyncio.Task[None] | None = None
+        self._gc_thresholds = gc.get_threshold()
         self._collector = VariantCollector(self.store, self.experiments)
         metrics.registry.register(self._collector)
 
@@ -83,7 +85,9 @@ class Runtime:
             backend = TritonBackend(model, config)
         else:
             warmup = self.settings.runtime.warmup_iterations
-            backend = TorchScriptBackend(model, self._executor, self._guard, warmup)
+            backend = TorchScriptBackend(
+                model, self._executor, self._guard, warmup, self.settings.runtime.optimize_fp32
+            )
         return self._backend_wrapper(backend, model) if self._backend_wrapper else backend
 
     async def _run_shadow(self, model: str, batch: np.ndarray) -> np.ndarray:
@@ -94,17 +98,27 @@ class Runtime:
     async def start(self) -> None:
         """Load and warm every variant in the background: liveness answers while readiness waits."""
         configure_torch(self.settings.runtime.torch_threads)
+        if self.settings.runtime.gc_young_threshold:
+            gc.set_threshold(self.settings.runtime.gc_young_threshold, *self._gc_thresholds[1:])
         self.experiments.shadow.start()
         self._loading = asyncio.create_task(self._load(), name="load-variants")
 
     async def _load(self) -> None:
         await self.store.load_all()
+        if self.settings.runtime.gc_freeze:
+            # Everything alive now lives as long as the process: keep it out of full collections, which
+            # otherwise walk the whole heap (torch, numpy, the web stack) and pause the loop ~0.1 s each.
+            gc.collect()
+            gc.freeze()
         states = {f"{s.name}:{s.version}": str(s.state) for s in self.store.all()}
         log.info("variants: %s; server ready: %s", states, self.store.ready())
         for line in self._on_ready:
             log.info("%s", line)
 
     async def stop(self) -> None:
+        if self.settings.runtime.gc_freeze:
+            gc.unfreeze()  # what this runtime held can be collected once it is gone (tests start many)
+        gc.set_threshold(*self._gc_thresholds)
         await self.experiments.shadow.stop()
         if self._loading is not None:
             self._loading.cancel()

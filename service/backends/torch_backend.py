@@ -48,6 +48,19 @@ def check_engine_supported(name: str, engine: str | None) -> None:
         )
 
 
+def load_for_inference(path: Path, *, optimize: bool) -> torch.jit.ScriptModule:
+    """Load TorchScript for CPU inference; ``optimize`` (fp32 only) fuses and folds it for oneDNN.
+
+    The fused graph is specific to this CPU build, which is why it is made here and never published:
+    the registry keeps the portable TorchScript that Triton's libtorch backend loads.
+    """
+    module = torch.jit.load(str(path), map_location="cpu")
+    module.eval()
+    if optimize:  # conv+ReLU fusion in oneDNN layouts: the teacher's batch 32 runs ~2x faster per row
+        module = torch.jit.optimize_for_inference(module)
+    return module
+
+
 class TorchScriptBackend:
     kind = "torch"
 
@@ -57,11 +70,13 @@ class TorchScriptBackend:
         executor: Executor,
         guard: QuantizedEngineGuard,
         warmup_iterations: int = 3,
+        optimize_fp32: bool = True,
     ) -> None:
         self._version = version
         self._executor = executor
         self._guard = guard
         self._warmup_iterations = warmup_iterations
+        self._optimize_fp32 = optimize_fp32
         self._engine = version.card.quantization.engine if version.card.quantization else None
         self._output_name = version.card.signature.outputs[0].name
         self._module: torch.jit.ScriptModule | None = None
@@ -78,8 +93,8 @@ class TorchScriptBackend:
         check_engine_supported(card.name, self._engine)
         verify_files(self._version)
         with self._guard.engine(self._engine):
-            module = torch.jit.load(str(Path(self._version.directory) / "model.pt"), map_location="cpu")
-            module.eval()
+            path = Path(self._version.directory) / "model.pt"
+            module = load_for_inference(path, optimize=self._engine is None and self._optimize_fp32)
             warm = torch.zeros(self._version.example_shape(rows=1), dtype=torch.float32)
             with torch.inference_mode():
                 for _ in range(self._warmup_iterations):
