@@ -98,8 +98,12 @@ def run_wrk(url: str, body: bytes, headers: dict[str, str], connections: int, se
     return LoadResult(requests, failures, seconds, _latency_ms(text, "50"), _latency_ms(text, "99"))
 
 
-def run_h2load(url: str, frame: bytes, streams: int, seconds: float) -> LoadResult:
-    connections = 4 if streams >= 4 else 1
+def run_h2load(
+    url: str, frame: bytes, streams: int, seconds: float, connections: int | None = None
+) -> LoadResult:
+    """``streams`` concurrent calls spread over ``connections`` HTTP/2 connections (default: 4, or 1 below 4)."""
+    if connections is None:
+        connections = 4 if streams >= 4 else 1
     with tempfile.TemporaryDirectory() as folder:
         body = Path(folder) / "frame"
         body.write_bytes(frame)
