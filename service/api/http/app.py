@@ -20,6 +20,7 @@ from service import __version__
 from service.api.grpc.server import GrpcServer
 from service.api.http import errors, experiments, oip, openapi, predict, repository
 from service.api.http.context import ServiceContext
+from service.api.http.fastpath import InferFastPath
 from service.config import Settings
 from service.metrics import ServiceMetrics
 from service.runtime import BackendWrapper, Runtime
@@ -56,6 +57,8 @@ def create_app(
         description="Open Inference Protocol server for a model family's compressed variants.",
         lifespan=lifespan,
     )
+    # added first, so it sits innermost among the middlewares: CORS, when configured, wraps it too
+    app.add_middleware(InferFastPath, state=app.state)
     if settings.server.cors_origins:  # off unless origins are configured
         app.add_middleware(
             CORSMiddleware,

@@ -103,7 +103,11 @@ async def model_ready(request: Request, model: str, version: str | None = None) 
     "/models/{model}/versions/{version}/infer", summary="Inference on one version", openapi_extra=INFER_BODY
 )
 async def infer(request: Request, model: str, version: str | None = None) -> Response:
-    ctx: ServiceContext = context(request)
+    return await infer_response(context(request), request, model, version)
+
+
+async def infer_response(ctx: ServiceContext, request: Request, model: str, version: str | None) -> Response:
+    """One inference over HTTP; the FastAPI route above and the ASGI fast path (fastpath.py) both call it."""
     try:
         body = await read_body(request, ctx.settings.limits.max_request_bytes)
         max_elements = ctx.settings.limits.max_tensor_elements
