@@ -7,11 +7,13 @@ import logging
 import signal
 import socket
 from types import FrameType
+from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
 
 from service.api.http.app import create_app
+from service.api.http.coalescing import CoalescingHttpToolsProtocol
 from service.config import Settings
 
 log = logging.getLogger("service")
@@ -76,16 +78,22 @@ class DrainingServer(uvicorn.Server):
         self._loop.call_soon_threadsafe(self._loop.call_later, self._drain_delay_s, stop, sig, frame)
 
 
+def uvicorn_config(app: FastAPI, settings: Settings, **overrides: Any) -> uvicorn.Config:
+    """How uvicorn runs the app, here and in the tests: one place, so they cannot drift apart."""
+    options: dict[str, Any] = {
+        "http": CoalescingHttpToolsProtocol,
+        "log_level": settings.server.log_level,
+        "access_log": settings.server.access_log,
+        "lifespan": "on",
+        "timeout_graceful_shutdown": max(1, round(settings.server.shutdown_grace_s)),
+    }
+    return uvicorn.Config(app, **(options | overrides))
+
+
 async def serve(settings: Settings) -> None:
     sock = bind(settings.server.host, settings.server.http_port)
     host, port = sock.getsockname()[:2]
     log.info("slimserve listening on http://%s:%d (registry %s)", host, port, settings.registry.path)
     app = create_app(settings, on_ready=example_curl(host, port))
-    config = uvicorn.Config(
-        app,
-        log_level=settings.server.log_level,
-        access_log=settings.server.access_log,
-        lifespan="on",
-        timeout_graceful_shutdown=max(1, round(settings.server.shutdown_grace_s)),
-    )
+    config = uvicorn_config(app, settings)
     await DrainingServer(config, app, settings.server.drain_delay_s).serve(sockets=[sock])

@@ -18,7 +18,7 @@ from service.api.http.app import create_app
 from service.backends.base import Backend
 from service.config import Settings
 from service.registry.artifacts import ModelVersion
-from service.server import bind
+from service.server import bind, uvicorn_config
 
 ADMIN_TOKEN = "test-admin-token"
 ADMIN = {"authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -61,7 +61,7 @@ def run_service(
     host, port = sock.getsockname()[:2]
     metrics = CollectorRegistry()
     app = create_app(settings, backend_wrapper=backend_wrapper, metrics_registry=metrics)
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    server = uvicorn.Server(uvicorn_config(app, settings, log_level="warning"))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     service = RunningService(f"http://{host}:{port}", host, port, metrics)
