@@ -26,7 +26,12 @@ class GrpcServer:
             options=[("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", limit)]
         )
         service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
-            InferenceServicer(dataplane, settings.admin.token, settings.limits.max_tensor_elements),
+            InferenceServicer(
+                dataplane,
+                settings.admin.token,
+                settings.limits.max_tensor_elements,
+                max_stream_in_flight=settings.batching.max_queue_size,
+            ),
             self._server,
         )
         self._health = HealthServicer(dataplane)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 import grpc
@@ -16,9 +16,10 @@ from pydantic import SecretStr
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc
 
+from service.api.grpc.stream import answer_stream
 from service.api.grpc.tensors import decode_request, encode_response
 from service.auth import require_admin
-from service.dataplane import DataPlane
+from service.dataplane import DataPlane, InferOutcome
 from service.errors import InternalError, SlimServeError
 
 log = logging.getLogger(__name__)
@@ -49,15 +50,26 @@ def version_of(text: str) -> str | None:
     return text or None
 
 
+def metadata_headers(context: grpc.aio.ServicerContext) -> dict[str, str]:
+    return {key: value for key, value in context.invocation_metadata() or () if isinstance(value, str)}
+
+
 def authorization(context: grpc.aio.ServicerContext) -> str | None:
     return next((value for key, value in context.invocation_metadata() or () if key == "authorization"), None)
 
 
 class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
-    def __init__(self, dataplane: DataPlane, admin_token: SecretStr | None, max_elements: int) -> None:
+    def __init__(
+        self,
+        dataplane: DataPlane,
+        admin_token: SecretStr | None,
+        max_elements: int,
+        max_stream_in_flight: int,
+    ) -> None:
         self._dataplane = dataplane
         self._admin_token = admin_token
         self._max_elements = max_elements
+        self._max_stream_in_flight = max_stream_in_flight
 
     @reports_errors
     async def ServerLive(self, request: pb.ServerLiveRequest, context: Any) -> pb.ServerLiveResponse:
@@ -127,20 +139,8 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
     async def ModelInfer(
         self, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext
     ) -> pb.ModelInferResponse:
-        headers = {key: value for key, value in context.invocation_metadata() or () if isinstance(value, str)}
-        try:
-            decoded = decode_request(request, self._max_elements)
-        except SlimServeError as error:
-            self._dataplane.count_rejected(request.model_name, "grpc", error)
-            raise
-        outcome = await self._dataplane.infer(
-            request.model_name,
-            version_of(request.model_version),
-            decoded,
-            protocol="grpc",
-            headers=headers,
-            deadline_s=context.time_remaining(),
-        )
+        headers = metadata_headers(context)
+        outcome = await self._infer(request, headers, context.time_remaining())
         card = outcome.served.model.card
         # trailing metadata travels with the status: no extra send that could fail if the client left
         context.set_trailing_metadata(
@@ -152,3 +152,32 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
             )
         )
         return encode_response(outcome.response)
+
+    async def ModelStreamInfer(
+        self, request_iterator: AsyncIterator[pb.ModelInferRequest], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.ModelStreamInferResponse]:
+        headers = metadata_headers(context)  # the stream's metadata routes every request on it
+
+        async def answer(request: pb.ModelInferRequest) -> pb.ModelInferResponse:
+            outcome = await self._infer(request, headers, context.time_remaining())
+            return encode_response(outcome.response)
+
+        async for response in answer_stream(request_iterator, answer, self._max_stream_in_flight):
+            yield response
+
+    async def _infer(
+        self, request: pb.ModelInferRequest, headers: dict[str, str], deadline_s: float | None
+    ) -> InferOutcome:
+        try:
+            decoded = decode_request(request, self._max_elements)
+        except SlimServeError as error:
+            self._dataplane.count_rejected(request.model_name, "grpc", error)
+            raise
+        return await self._dataplane.infer(
+            request.model_name,
+            version_of(request.model_version),
+            decoded,
+            protocol="grpc",
+            headers=headers,
+            deadline_s=deadline_s,
+        )
