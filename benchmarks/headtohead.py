@@ -73,6 +73,16 @@ def grpc(port: int, variant: str, digit: np.ndarray, streams: int, connections: 
     return lambda: run_h2load(url, frame, streams, seconds, connections)
 
 
+MESSAGES_PER_STREAM = 16
+
+
+def grpc_stream(port: int, variant: str, digit: np.ndarray, in_flight: int, seconds: float) -> Load:
+    """``in_flight`` messages over one connection: streams of MESSAGES_PER_STREAM one-digit requests each."""
+    url = f"http://127.0.0.1:{port}/inference.GRPCInferenceService/ModelStreamInfer"
+    frames = grpc_frame(f"mnist-{variant}", digit) * MESSAGES_PER_STREAM
+    return lambda: run_h2load(url, frames, in_flight // MESSAGES_PER_STREAM, seconds, 1)
+
+
 def head_to_heads(
     batched: tuple[int, int],
     unbatched: tuple[int, int],
@@ -117,6 +127,13 @@ def head_to_heads(
         compete(
             "(context) the same with gRPC spread over 4 connections of 16 streams", 1.5,
             Contender("gRPC 4×16 streams", grpc(grpc_on, int8, digit, c, 4, seconds)),
+            json_int8,
+            rounds,
+        ),
+        compete(
+            f"(context) the same over ModelStreamInfer: 64 requests in flight as {c // MESSAGES_PER_STREAM} streams "
+            f"of {MESSAGES_PER_STREAM} on one connection (rows/s = requests/s, 1 digit each)", 1.5,
+            Contender("gRPC streams", grpc_stream(grpc_on, int8, digit, c, seconds), MESSAGES_PER_STREAM),
             json_int8,
             rounds,
         ),

@@ -1,0 +1,89 @@
+"""Bare transports: what HTTP/1.1 (uvicorn) and gRPC (grpc.aio) cost per call with no model behind them.
+
+``python -m benchmarks.ceilings http|grpc PORT`` serves OIP inference with a canned answer: the HTTP server
+decodes the JSON tensor as the service does, the gRPC server parses the protobuf request (unary and
+streaming). Measured under the same load generators as the service, they bound what any Python service on
+these libraries can serve here, so they tell a missed ratio that the transports themselves rule out from
+one that better code would reach.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+import orjson
+import uvicorn
+import uvloop
+from tritonclient.grpc import service_pb2 as pb
+from tritonclient.grpc import service_pb2_grpc
+
+from service.api.http.coalescing import CoalescingHttpToolsProtocol
+from service.codecs import decode_json
+from service.server import bind
+
+LOGITS = b"\0" * 40  # ten FP32 zeros
+JSON_ANSWER = orjson.dumps(
+    {"model_name": "m", "model_version": "1", "outputs": [
+        {"name": "OUTPUT__0", "datatype": "FP32", "shape": [1, 10], "data": [0.0] * 10}]}
+)  # fmt: skip
+
+
+async def http_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    if scope["type"] != "http":
+        return
+    chunks = []
+    while True:
+        message = await receive()
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body"):
+            break
+    tensor = orjson.loads(b"".join(chunks))["inputs"][0]
+    decode_json(tensor["name"], tensor["datatype"], tensor["shape"], tensor["data"], 1 << 20)
+    await send(
+        {"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]}
+    )
+    await send({"type": "http.response.body", "body": JSON_ANSWER})
+
+
+def answer(request: pb.ModelInferRequest) -> pb.ModelInferResponse:
+    response = pb.ModelInferResponse(model_name=request.model_name, model_version="1", id=request.id)
+    response.outputs.add(name="OUTPUT__0", datatype="FP32", shape=[1, 10])
+    response.raw_output_contents.append(LOGITS)
+    return response
+
+
+class BareServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
+    async def ModelInfer(self, request: pb.ModelInferRequest, context: Any) -> pb.ModelInferResponse:
+        return answer(request)
+
+    async def ModelStreamInfer(
+        self, request_iterator: AsyncIterator[pb.ModelInferRequest], context: Any
+    ) -> AsyncIterator[pb.ModelStreamInferResponse]:
+        async for request in request_iterator:
+            yield pb.ModelStreamInferResponse(infer_response=answer(request))
+
+
+async def serve_grpc(port: int) -> None:
+    server = grpc.aio.server()
+    service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(BareServicer(), server)
+    server.add_insecure_port(f"127.0.0.1:{port}")
+    await server.start()
+    await server.wait_for_termination()
+
+
+def main(argv: list[str]) -> None:
+    kind, port = argv[0], int(argv[1])
+    if kind == "grpc":
+        uvloop.run(serve_grpc(port))
+    else:
+        config = uvicorn.Config(
+            http_app, http=CoalescingHttpToolsProtocol, log_level="warning", lifespan="off"
+        )
+        uvloop.run(uvicorn.Server(config).serve(sockets=[bind("127.0.0.1", port)]))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
