@@ -321,6 +321,8 @@ def bare_server(kind: str) -> Iterator[int]:
             with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
                 break
             time.sleep(0.1)
+        else:
+            raise TimeoutError(f"the bare {kind} server did not listen on port {port}")
         yield port
     finally:
         process.terminate()
