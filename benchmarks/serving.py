@@ -30,9 +30,10 @@ import torch
 
 from benchmarks.headtohead import MESSAGES_PER_STREAM, HeadToHead, grpc, grpc_stream, head_to_heads, markdown
 from benchmarks.loadgen import LoadResult, binary_body, grpc_frame, json_body, run_h2load, run_wrk
+from contract import layout
+from contract.runners import RunnerOptions, open_runner
 from models.export_triton import export_triton
 from models.triton_local import TritonServer, triton_install
-from service.backends.torch_backend import load_for_inference
 
 CONCURRENCY = (1, 64)
 ROWS_PER_BIG_REQUEST = 32
@@ -65,27 +66,23 @@ def machine() -> str:
 
 
 def in_process(version_dir: Path, batch1: np.ndarray) -> tuple[float, float]:
-    """p50 latency at batch 1 (ms) and throughput at batch 32 (rows/s), one torch thread, loaded as served."""
-    card = json.loads((version_dir / "card.json").read_text())
-    engine = (card.get("quantization") or {}).get("engine")
-    if engine:
-        torch.backends.quantized.engine = engine
+    """p50 latency at batch 1 (ms) and throughput at batch 32 (rows/s), one thread, loaded as served."""
     torch.set_num_threads(1)
-    module = load_for_inference(version_dir / "model.pt", optimize=engine is None)
-    one, thirty_two = torch.from_numpy(batch1.copy()), torch.from_numpy(np.repeat(batch1, 32, axis=0))
-    with torch.inference_mode():
-        for _ in range(20):
-            module(one)
-        times = []
-        for _ in range(300):
-            started = time.perf_counter()
-            module(one)
-            times.append(time.perf_counter() - started)
-        started, runs = time.perf_counter(), 0
-        while time.perf_counter() - started < 2.0:
-            module(thirty_two)
-            runs += 1
-        rate = runs * 32 / (time.perf_counter() - started)
+    version = layout.ModelVersion(version_dir, layout.read_card(version_dir))
+    runner = open_runner(version, RunnerOptions(threads=1, optimize_fp32=True))
+    one, thirty_two = batch1.copy(), np.repeat(batch1, 32, axis=0)
+    for _ in range(20):
+        runner(one)
+    times = []
+    for _ in range(300):
+        started = time.perf_counter()
+        runner(one)
+        times.append(time.perf_counter() - started)
+    started, runs = time.perf_counter(), 0
+    while time.perf_counter() - started < 2.0:
+        runner(thirty_two)
+        runs += 1
+    rate = runs * 32 / (time.perf_counter() - started)
     return float(np.median(times) * 1000), rate
 
 
@@ -164,7 +161,7 @@ def measure(registry: Path, variants: list[str], seconds: float, digit: np.ndarr
 
 
 def measure_triton(registry: Path, variant: str, seconds: float, digit: np.ndarray) -> list[Row]:
-    """The same variant forwarded to a local Triton (python backend running the same TorchScript)."""
+    """The same variant forwarded to a local Triton (python backend running the same ONNX with ONNX Runtime)."""
     install = triton_install()
     rows: list[Row] = []
     with tempfile.TemporaryDirectory() as folder:
@@ -403,8 +400,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--registry", type=Path, default=Path("registry"))
     parser.add_argument("--out", type=Path, default=Path("benchmarks/serving.md"))
     parser.add_argument("--seconds", type=float, default=5.0, help="duration of each load run")
-    parser.add_argument("--variants", nargs="+", default=["teacher-fp32", "student-scratch-fp32", "student-fp32",
-                                                           "student-int8-x86", "student-int8-qnnpack"])  # fmt: skip
+    parser.add_argument("--variants", nargs="+", default=[
+        "teacher-fp32", "student-scratch-fp32", "student-fp32", "student-int8-x86", "student-int8-qnnpack",
+        "teacher-fp32-onnx", "student-fp32-onnx", "student-int8-onnx", "student-int8-openvino"])  # fmt: skip
     parser.add_argument("--no-triton", dest="triton", action="store_false", help="skip the Triton rows")
     parser.add_argument("--rounds", type=int, default=3, help="alternations per head-to-head target")
     parser.add_argument("--targets-only", action="store_true", help="only the head-to-head targets")
@@ -434,7 +432,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     rows = measure(args.registry, args.variants, args.seconds, digit)
     if args.triton:
-        rows += measure_triton(args.registry, "teacher-fp32", args.seconds, digit)
+        rows += measure_triton(args.registry, "teacher-fp32-onnx", args.seconds, digit)
     command = "python -m benchmarks.serving " + " ".join(sys.argv[1:] if argv is None else argv)
     args.out.write_text(
         report(command.strip(), rows, inproc, outcomes, latency, ceilings, args.seconds, args.rounds)

@@ -7,20 +7,25 @@ User errors (bad data, unknown model, unsupported engine, ...) print one line to
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import shlex
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from models import registry
+from contract import layout
+from contract.engines import EngineError
+from contract.layout import ArtifactError
+from contract.publish import verify_files
 from models.architectures import ArchitectureError
+from models.artifacts import GateError
 from models.data import DatasetError
-from models.quantize import EngineError
-from models.recipes import FAMILIES, RecipeError
+from models.export import ExportError
+from models.recipes import FAMILIES, FORMATS, RecipeError
 
-USER_ERRORS = (DatasetError, registry.RegistryError, RecipeError, ArchitectureError, EngineError, ValueError)
+USER_ERRORS = (
+    DatasetError, ArtifactError, RecipeError, ArchitectureError, EngineError, GateError, ExportError, ValueError
+)  # fmt: skip
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -37,6 +42,11 @@ def _parser() -> argparse.ArgumentParser:
     build.add_argument("--seed", type=int)
     build.add_argument(
         "--data-dir", type=Path, help="directory of MNIST IDX files instead of the built-in set"
+    )
+    build.add_argument(
+        "--formats",
+        type=_formats,
+        help=f"comma-separated artifact formats to publish (default: all of {','.join(FORMATS)})",
     )
     build.add_argument("--force", action="store_true", help="rebuild even when the registry is up to date")
     build.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -66,13 +76,21 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _formats(text: str) -> tuple[str, ...]:
+    names = tuple(name.strip() for name in text.split(",") if name.strip())
+    unknown = [name for name in names if name not in FORMATS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"unknown format {', '.join(unknown) or '(none)'} (known: {','.join(FORMATS)})"
+        )
+    return names
+
+
 def _parse_model(reference: str) -> tuple[str, int | None]:
     name, sep, version = reference.partition(":")
     if not sep:
         return name, None
-    if not (version.isascii() and version.isdigit()) or int(version) < 1:
-        raise registry.RegistryError(f"{reference}: version must be a positive integer")
-    return name, int(version)
+    return name, layout.parse_version(version)
 
 
 def _build(args: argparse.Namespace) -> int:
@@ -80,7 +98,7 @@ def _build(args: argparse.Namespace) -> int:
 
     result = build(
         args.family, args.registry, data_dir=args.data_dir, epochs=args.epochs, limit=args.limit,
-        seed=args.seed, force=args.force, progress=not args.no_progress,
+        seed=args.seed, formats=args.formats, force=args.force, progress=not args.no_progress,
     )  # fmt: skip
     status = "up to date" if result.up_to_date else f"built in {result.seconds:.0f} s"
     print(f"{args.family}: {status} (recipe {result.recipe_digest[:12]})")
@@ -89,35 +107,37 @@ def _build(args: argparse.Namespace) -> int:
 
 
 def _list(args: argparse.Namespace) -> int:
-    for name, found in registry.list_models(args.registry).items():
-        card = registry.read_card(registry.version_dir(args.registry, name))
-        accuracy = card.get("metrics", {}).get("accuracy")
+    for name, found in layout.list_models(args.registry).items():
+        card = layout.latest(args.registry, name).card
+        accuracy = card.metrics.get("accuracy")
         shown = f"accuracy {accuracy:.4f}" if isinstance(accuracy, float) else ""
         print(
-            f"{name}\tversions {','.join(map(str, found))}\tlatest {found[-1]} {card.get('precision', '')} {shown}"
+            f"{name}\tversions {','.join(map(str, found))}\tlatest {found[-1]} {card.format} {card.precision} {shown}"
         )
     return 0
 
 
 def _show(args: argparse.Namespace) -> int:
     name, version = _parse_model(args.model)
-    print(json.dumps(registry.read_card(registry.version_dir(args.registry, name, version)), indent=2))
+    print(layout.read_card(layout.version_dir(args.registry, name, version)).to_json(), end="")
     return 0
 
 
 def _verify(args: argparse.Namespace) -> int:
-    models = registry.list_models(args.registry)
+    models = layout.list_models(args.registry)
     if args.name is not None:
-        if args.name not in models:
-            raise registry.RegistryError(f"{args.name}: no such model in {args.registry}")
-        models = {args.name: models[args.name]}
+        family = {name: found for name, found in models.items() if name.startswith(f"{args.name}-")}
+        if args.name not in models and not family:
+            raise ArtifactError(f"{args.name}: no such model or family in {args.registry}")
+        models = {args.name: models[args.name]} if args.name in models else family
     failures = 0
     for name, found in models.items():
         for version in found:
+            directory = args.registry / name / str(version)
             try:
-                registry.verify(args.registry / name / str(version))
+                verify_files(layout.ModelVersion(directory, layout.read_card(directory)))
                 print(f"OK   {name}:{version}")
-            except registry.RegistryError as exc:
+            except ArtifactError as exc:
                 failures += 1
                 print(f"FAIL {name}:{version}: {exc}")
     return 1 if failures else 0

@@ -1,7 +1,7 @@
-"""Metrics of a saved TorchScript artifact on the test split: quality, size and single-thread speed.
+"""Metrics of a version on the test split, measured through the runner the service serves it with.
 
-Everything is measured on ``model.pt`` as the service will load it, not on the in-memory module, so the
-card describes the artifact actually published.
+Quality (accuracy, NLL, agreement with the teacher), size (the artifact's bytes) and single-thread speed
+(batch-1 latency p50, batch-32 throughput) all describe the published files, not the in-memory network.
 """
 
 from __future__ import annotations
@@ -9,15 +9,15 @@ from __future__ import annotations
 import contextlib
 import statistics
 import time
-from collections.abc import Iterator
-from pathlib import Path
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
 import torch
 
+from contract.layout import ModelVersion
+from contract.runners import RunnerOptions, open_runner
 from models.data import Split
-from models.quantize import use_engine
 from models.train import accuracy_and_nll
 
 
@@ -31,56 +31,57 @@ def single_thread() -> Iterator[None]:
         torch.set_num_threads(previous)
 
 
-def run_torchscript(module: Any, images: np.ndarray, batch_size: int = 250) -> torch.Tensor:
-    with torch.inference_mode():
-        parts = [
-            module(torch.from_numpy(images[i : i + batch_size])) for i in range(0, len(images), batch_size)
-        ]
-    return torch.cat(parts)
+def logits_of(
+    run: Callable[[np.ndarray], np.ndarray], images: np.ndarray, batch_size: int = 250
+) -> np.ndarray:
+    return np.concatenate([run(images[i : i + batch_size]) for i in range(0, len(images), batch_size)])
 
 
-def _latency_p50(module: Any, x: torch.Tensor, iterations: int) -> float:
+def _latency_p50(run: Callable[[np.ndarray], Any], x: np.ndarray, iterations: int) -> float:
+    for _ in range(max(3, iterations // 5)):
+        run(x)
     timings = []
-    with torch.inference_mode():
-        for _ in range(max(3, iterations // 5)):
-            module(x)
-        for _ in range(iterations):
-            start = time.perf_counter()
-            module(x)
-            timings.append(time.perf_counter() - start)
+    for _ in range(iterations):
+        start = time.perf_counter()
+        run(x)
+        timings.append(time.perf_counter() - start)
     return statistics.median(timings)
 
 
-def evaluate_artifact(
-    path: Path,
+def artifact_bytes(version: ModelVersion) -> int:
+    return sum((version.directory / name).stat().st_size for name in version.card.format.files)
+
+
+def evaluate_version(
+    version: ModelVersion,
     test: Split,
     *,
-    teacher_predictions: torch.Tensor | None,
+    teacher_predictions: np.ndarray | None,
     parameters: int,
-    engine: str | None = None,
     fast: bool = False,
-) -> tuple[dict[str, Any], torch.Tensor]:
-    """Return the card metrics and the test-split predictions (argmax) of the artifact at ``path``."""
+) -> tuple[dict[str, Any], np.ndarray]:
+    """The card's metrics and the test-split logits of ``version`` (one intra-op thread)."""
     iterations = 20 if fast else 200
-    with use_engine(engine), single_thread():
-        module = torch.jit.load(str(path))
-        logits = run_torchscript(module, test.images)
-        one = torch.from_numpy(test.images[:1])
-        batch = torch.from_numpy(test.images[:32])
-        latency = _latency_p50(module, one, iterations)
-        throughput = 32 / _latency_p50(module, batch, max(10, iterations // 4))
-    accuracy, nll = accuracy_and_nll(logits, test.labels)
+    with single_thread():
+        runner = open_runner(version, RunnerOptions(threads=1))
+        output = version.card.signature.outputs[0].name
+
+        def run(batch: np.ndarray) -> np.ndarray:
+            return runner(batch)[output]
+
+        logits = logits_of(run, test.images)
+        latency = _latency_p50(run, test.images[:1], iterations)
+        throughput = 32 / _latency_p50(run, test.images[:32], max(10, iterations // 4))
+    accuracy, nll = accuracy_and_nll(torch.from_numpy(logits), test.labels)
     predictions = logits.argmax(1)
-    agreement = (
-        1.0 if teacher_predictions is None else float((predictions == teacher_predictions).float().mean())
-    )
+    agreement = 1.0 if teacher_predictions is None else float((predictions == teacher_predictions).mean())
     metrics = {
         "accuracy": accuracy,
         "nll": nll,
         "agreement_with_teacher": agreement,
         "parameters": parameters,
-        "bytes": path.stat().st_size,
+        "bytes": artifact_bytes(version),
         "latency_p50_batch1_seconds": latency,
         "throughput_batch32_per_second": throughput,
     }
-    return metrics, predictions
+    return metrics, logits

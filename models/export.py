@@ -1,38 +1,69 @@
-"""TorchScript export: trace and freeze the Preprocess-wrapped model, then prove the file reproduces it.
+"""Export a trained network, wrapped in its input preprocessing, as TorchScript or ONNX.
 
-Triton's libtorch backend and the service both load ``model.pt`` with ``torch.jit.load``; tracing (not
-scripting) keeps the artifact a plain static graph, and freezing folds weights into constants.
+Both artifacts take raw pixels and return logits, exactly what a client sends and receives, so every format
+of a family shares one I/O signature. ONNX goes through torch's ``torch.export``-based exporter (the legacy
+TorchScript-based one is deprecated); TorchScript through ``contract.torchscript``, the one module that may
+touch ``torch.jit``. The pipeline checks each artifact against its in-memory network before publishing.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
+import logging
+import warnings
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from contract import torchscript
+from contract.card import Signature
+from contract.engines import use_engine
 from models.architectures import Preprocess
-from models.quantize import use_engine
 
 
 class ExportError(Exception):
-    """The saved TorchScript does not reproduce the in-memory model."""
+    """An artifact that does not reproduce the in-memory model, or an exporter failure."""
 
 
 def export_torchscript(
     net: nn.Module, path: Path, example: torch.Tensor, *, engine: str | None = None
 ) -> None:
-    """Wrap ``net`` in Preprocess, trace + freeze in eval mode, save to ``path`` and verify the reload.
+    """Trace + freeze ``Preprocess(net)`` and save it; ``engine`` must be the quantized engine of an int8 net."""
+    with use_engine(engine):
+        torchscript.save_traced(Preprocess(net), path, example)
 
-    ``example`` holds raw 0-255 pixels [N,1,28,28]; ``engine`` must be the quantized engine of an int8 net.
-    """
+
+def export_onnx(net: nn.Module, path: Path, example: torch.Tensor, signature: Signature) -> None:
+    """``Preprocess(net)`` as ONNX with a dynamic batch axis, tensors named as in ``signature``."""
     model = Preprocess(net).eval()
-    with use_engine(engine), torch.inference_mode(False), torch.no_grad():
-        traced = torch.jit.trace(model, example, check_trace=False)
-        frozen = torch.jit.freeze(traced)
-        expected = model(example)
-        torch.jit.save(frozen, str(path))
-        reloaded = torch.jit.load(str(path))
-        actual = reloaded(example)
-    if actual.shape != expected.shape or not torch.allclose(actual, expected, rtol=1e-4, atol=1e-4):
-        raise ExportError(f"{path}: reloaded TorchScript does not reproduce the model's outputs")
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    loggers = [logging.getLogger(name) for name in ("torch.onnx", "onnxscript", "onnx_ir")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:  # the exporter reports each optimisation pass at INFO
+        logger.setLevel(logging.WARNING)
+    try:
+        with (
+            warnings.catch_warnings(),
+            contextlib.redirect_stdout(io.StringIO()),  # the exporter prints its progress
+            torch.inference_mode(False),
+            torch.no_grad(),
+        ):
+            warnings.filterwarnings("ignore", category=FutureWarning, message=r".*LeafSpec")
+            torch.onnx.export(
+                model,
+                (example,),
+                str(path),
+                dynamo=True,
+                input_names=[signature.inputs[0].name],
+                output_names=[signature.outputs[0].name],
+                dynamic_shapes=({0: batch},),
+                external_data=False,
+                verbose=False,
+            )
+    except Exception as exc:  # the exporter raises many unrelated types; the build reports one
+        raise ExportError(f"{path.name}: ONNX export failed ({exc})") from exc
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)

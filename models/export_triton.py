@@ -1,19 +1,19 @@
 """Export chosen variants of a registry as a Triton model repository (``python -m models export-triton``).
 
 The registry already is a Triton model repository; the export picks variants, copies the latest version of
-each (its number kept, checksums verified before and after the copy) and adapts ``config.pbtxt``:
-``instance_group`` becomes KIND_GPU with ``gpu`` and KIND_CPU otherwise; ``platform: "pytorch_libtorch"``,
+each (its number kept, checksums verified before and after the copy) and adapts ``config.pbtxt``: the
+platform follows the card's format (``onnxruntime_onnx`` for ONNX, ``pytorch_libtorch`` for TorchScript,
+``openvino`` for OpenVINO IR), ``instance_group`` becomes KIND_GPU with ``gpu`` and KIND_CPU otherwise;
 ``max_batch_size``, ``dynamic_batching``, inputs and outputs are kept. Configs are parsed and written with
 ``google.protobuf.text_format`` and Triton's ``ModelConfig`` message, so an invalid field fails here and not
-in Triton.
+in Triton. By default the fp32 ONNX variants are exported: the portable artifact a GPU Triton serves.
 
-int8 variants are refused with ``gpu``: PyTorch's quantized kernels (fbgemm/x86, qnnpack) run on CPU only.
-Without ``gpu`` they may be exported (KIND_CPU); note that Triton's libtorch backend loads them under its
-default quantized engine (x86 on x86 servers), so a qnnpack variant there is only right on ARM.
+With ``gpu``, TorchScript int8 (PyTorch's quantized kernels run on CPU only) and OpenVINO IR (Triton's
+OpenVINO backend runs on CPU) are refused.
 
 With ``python_backend`` (a test option) configs say ``backend: "python"`` and a small python-backend
-``model.py`` (``models/triton_python_backend/model.py``) is written beside each ``model.pt``: the stand-in
-for Triton builds that only have the python backend.
+``model.py`` (``models/triton_python_backend/model.py``, which runs ``model.onnx`` with ONNX Runtime) is
+written beside each artifact: the stand-in for Triton builds that only have the python backend.
 
 The whole output is assembled in a temporary directory beside ``out`` and renamed into place, so a reader
 never sees a partial repository and a failed export leaves ``out`` as it was.
@@ -30,40 +30,33 @@ from pathlib import Path
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
-from models import registry as reg
+from contract import layout
+from contract.card import ArtifactFormat, ModelCard
+from contract.layout import ArtifactError, ModelVersion
+from contract.publish import verify_files
+from contract.triton_config import load_config
 
 LOG = logging.getLogger(__name__)
 PYTHON_BACKEND_MODEL = Path(__file__).parent / "triton_python_backend" / "model.py"
-LIBTORCH_PLATFORM = "pytorch_libtorch"
 
 
-class TritonExportError(reg.RegistryError):
+class TritonExportError(ArtifactError):
     """A variant that cannot be exported as asked (unknown, int8 on GPU, invalid config)."""
 
 
-def read_config(path: Path) -> model_config_pb2.ModelConfig:
-    """Parse a ``config.pbtxt`` into Triton's ``ModelConfig`` (unknown fields are errors)."""
-    config = model_config_pb2.ModelConfig()
-    try:
-        text_format.Parse(path.read_text(), config)
-    except (OSError, text_format.ParseError) as exc:
-        raise TritonExportError(f"{path}: not a valid Triton model config ({exc})") from None
-    return config
-
-
 def adapt_config(
-    config: model_config_pb2.ModelConfig, name: str, *, gpu: bool, python_backend: bool
+    config: model_config_pb2.ModelConfig, card: ModelCard, *, gpu: bool, python_backend: bool
 ) -> model_config_pb2.ModelConfig:
-    """A copy of ``config`` named ``name``, on KIND_GPU or KIND_CPU, for libtorch or the python backend."""
+    """A copy of ``config`` for ``card``'s format, on KIND_GPU or KIND_CPU, or for the python backend."""
     adapted = model_config_pb2.ModelConfig()
     adapted.CopyFrom(config)
-    adapted.name = name
+    adapted.name = card.name
     if python_backend:
         adapted.ClearField("platform")
         adapted.backend = "python"
     else:
         adapted.ClearField("backend")
-        adapted.platform = LIBTORCH_PLATFORM
+        adapted.platform = card.format.triton_platform
     kind = (
         model_config_pb2.ModelInstanceGroup.KIND_GPU if gpu else model_config_pb2.ModelInstanceGroup.KIND_CPU
     )
@@ -77,24 +70,51 @@ def adapt_config(
     return adapted
 
 
-def _choose(registry_path: Path, variants: list[str] | None) -> dict[str, Path]:
-    """Model name -> latest version directory: the named variants, or every fp32 variant."""
-    available = reg.list_models(registry_path)
-    cards = {name: reg.read_card(reg.version_dir(registry_path, name)) for name in available}
+def _choose(registry_path: Path, variants: list[str] | None) -> dict[str, ModelVersion]:
+    """Model name -> latest version: the named variants, or every fp32 ONNX variant."""
+    latest = {name: layout.latest(registry_path, name) for name in layout.list_models(registry_path)}
     if variants is None:
-        chosen = [name for name, card in cards.items() if card.get("precision") == "fp32"]
+        chosen = [
+            name
+            for name, version in latest.items()
+            if version.card.precision == "fp32" and version.card.format is ArtifactFormat.ONNX
+        ]
         if not chosen:
-            raise TritonExportError(f"{registry_path}: no fp32 variant to export")
+            raise TritonExportError(
+                f"{registry_path}: no fp32 ONNX variant to export (name them with --variants)"
+            )
     else:
         chosen = []
         for wanted in variants:
-            matches = [n for n, card in cards.items() if wanted in (n, card.get("variant"))]
+            matches = [n for n, version in latest.items() if wanted in (n, version.card.variant)]
             if not matches:
                 raise TritonExportError(
-                    f"{wanted}: no such variant in {registry_path} (available: {', '.join(available)})"
+                    f"{wanted}: no such variant in {registry_path} (available: {', '.join(latest)})"
                 )
             chosen.extend(m for m in matches if m not in chosen)
-    return {name: reg.version_dir(registry_path, name) for name in chosen}
+    return {name: latest[name] for name in chosen}
+
+
+def _refuse_unservable(versions: dict[str, ModelVersion], *, gpu: bool, python_backend: bool) -> None:
+    cards = [version.card for version in versions.values()]
+    if python_backend:
+        other = sorted(card.name for card in cards if card.format is not ArtifactFormat.ONNX)
+        if other:
+            raise TritonExportError(
+                f"{', '.join(other)}: the python-backend stand-in serves ONNX variants only"
+            )
+    if gpu:
+        cpu_only = sorted(
+            card.name
+            for card in cards
+            if card.format is ArtifactFormat.OPENVINO
+            or (card.format is ArtifactFormat.TORCHSCRIPT and card.quantization is not None)
+        )
+        if cpu_only:
+            raise TritonExportError(
+                f"{', '.join(cpu_only)}: cannot be exported with --gpu: PyTorch's quantized kernels (fbgemm/x86, "
+                "qnnpack) and Triton's OpenVINO backend run on CPU only; export them without --gpu (KIND_CPU)"
+            )
 
 
 def export_triton(
@@ -107,23 +127,18 @@ def export_triton(
     """
     registry_path = registry
     chosen = _choose(registry_path, variants)
-    cards = {name: reg.verify(directory) for name, directory in chosen.items()}
-    if gpu:
-        int8 = sorted(name for name, card in cards.items() if card.get("precision") != "fp32")
-        if int8:
-            raise TritonExportError(
-                f"{', '.join(int8)}: int8 variants cannot be exported with --gpu: PyTorch's quantized "
-                "kernels (fbgemm/x86, qnnpack) run on CPU only; export them without --gpu (KIND_CPU)"
-            )
+    for version in chosen.values():
+        verify_files(version)
+    _refuse_unservable(chosen, gpu=gpu, python_backend=python_backend)
     out = out.absolute()
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex}"
     staging.mkdir()
     try:
-        for name, source in chosen.items():
-            _export_one(registry_path, name, source, staging, gpu=gpu, python_backend=python_backend)
-            engine = reg.card_engine(cards[name])
-            if engine not in (None, "x86", "fbgemm") and not python_backend:
+        for name, version in chosen.items():
+            _export_one(registry_path, version, staging, gpu=gpu, python_backend=python_backend)
+            engine = version.card.engine
+            if engine not in (None, "x86", "fbgemm"):
                 LOG.warning(
                     "%s: int8 for the %s engine; Triton's libtorch backend uses its default engine "
                     "(x86 on x86 servers)",
@@ -138,23 +153,21 @@ def export_triton(
 
 
 def _export_one(
-    registry_path: Path, name: str, source: Path, staging: Path, *, gpu: bool, python_backend: bool
+    registry_path: Path, version: ModelVersion, staging: Path, *, gpu: bool, python_backend: bool
 ) -> None:
+    card = version.card
     config = adapt_config(
-        read_config(registry_path / name / reg.CONFIG_FILE),
-        name,
-        gpu=gpu,
-        python_backend=python_backend,
+        load_config(registry_path / card.name, card), card, gpu=gpu, python_backend=python_backend
     )
-    model_dir = staging / name
-    target = model_dir / source.name  # the version number is kept
+    model_dir = staging / card.name
+    target = model_dir / version.directory.name  # the version number is kept
     target.mkdir(parents=True)
-    for filename in (reg.MODEL_FILE, reg.CARD_FILE):
-        shutil.copyfile(source / filename, target / filename)
-    reg.verify(target)  # the copy is what the card says
+    for filename in (*card.format.files, layout.CARD_FILE):
+        shutil.copyfile(version.directory / filename, target / filename)
+    verify_files(ModelVersion(target, card))  # the copy is what the card says
     if python_backend:
         shutil.copyfile(PYTHON_BACKEND_MODEL, target / "model.py")
-    (model_dir / reg.CONFIG_FILE).write_text(text_format.MessageToString(config))
+    (model_dir / layout.CONFIG_FILE).write_text(text_format.MessageToString(config))
 
 
 def _replace_dir(staging: Path, out: Path) -> None:

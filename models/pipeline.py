@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime
 import logging
+import shutil
 import tempfile
 import time
 from collections.abc import Callable
@@ -15,38 +16,41 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
-from models import architectures, registry
+from contract import layout
+from contract.engines import check_engine_supported
+from contract.publish import draft_version, publish
+from models import architectures
+from models.artifacts import (
+    DYNAMIC,
+    LABELS,
+    SCRATCH,
+    SIGNATURE,
+    STUDENT,
+    TEACHER,
+    TEACHER_ONNX,
+    Planned,
+    Trained,
+    check_gate,
+    library_versions,
+    plan,
+    reference_logits,
+    static_variant,
+    variants,
+)
 from models.data import Dataset, load_dataset
 from models.distill import distill
-from models.evaluate import evaluate_artifact
-from models.export import export_torchscript
-from models.quantize import check_engine_supported, quantize_dynamic_linear, quantize_static
+from models.evaluate import evaluate_version
+from models.quantize import quantize_dynamic_linear, quantize_static
 from models.recipes import Recipe, default_recipe
 from models.train import TrainConfig, fit
 
 log = logging.getLogger(__name__)
 
-TEACHER = "teacher-fp32"
-SCRATCH = "student-scratch-fp32"
-STUDENT = "student-fp32"
-DYNAMIC = "student-int8-dynamic"
-LABELS = [str(i) for i in range(10)]
-SIGNATURE = {
-    "inputs": [{"name": "INPUT__0", "datatype": "FP32", "shape": [-1, 1, 28, 28]}],
-    "outputs": [{"name": "OUTPUT__0", "datatype": "FP32", "shape": [-1, 10]}],
-}
-
-
-def static_variant(engine: str) -> str:
-    return f"student-int8-{engine}"
-
-
-def variants(recipe: Recipe) -> list[str]:
-    names = [TEACHER, SCRATCH, STUDENT, *(static_variant(e) for e in recipe.quantization_engines)]
-    return [*names, DYNAMIC] if recipe.dynamic_int8 else names
+__all__ = ["STUDENT", "TEACHER", "BuildResult", "VariantResult", "build", "static_variant", "variants"]
 
 
 @dataclass
@@ -70,7 +74,7 @@ class BuildResult:
 
     def table(self) -> str:
         """variant, accuracy, Δ vs teacher, bytes, × smaller, latency p50, × faster (vs the teacher)."""
-        teacher = self.metrics(TEACHER)
+        teacher = self.metrics(TEACHER if any(v.variant == TEACHER for v in self.variants) else TEACHER_ONNX)
         rows = [
             "| variant | version | accuracy | Δ vs teacher (pt) | bytes | × smaller | latency p50 (ms) | × faster |",
             "|---|---|---|---|---|---|---|---|",
@@ -84,19 +88,6 @@ class BuildResult:
                 f"| {teacher['latency_p50_batch1_seconds'] / m['latency_p50_batch1_seconds']:.1f} |"
             )
         return "\n".join(rows)
-
-
-@dataclass
-class _Trained:
-    """One variant ready to publish: its bare network, the engine it is quantized for, its lineage."""
-
-    variant: str
-    net: nn.Module
-    architecture: str
-    parameters: int
-    engine: str | None = None
-    method: str | None = None
-    parent: str | None = None
 
 
 def train_config(recipe: Recipe, epochs: int, seed: int, *, mixup_alpha: float) -> TrainConfig:
@@ -124,7 +115,7 @@ def _stage(name: str, work: Callable[[], Any]) -> Any:
     return result
 
 
-def train_variants(recipe: Recipe, data: Dataset, *, progress: bool) -> list[_Trained]:
+def train_variants(recipe: Recipe, data: Dataset, *, progress: bool) -> dict[str, Trained]:
     """Train the teacher, the scratch and the distilled student, then quantize the distilled one."""
     train = data.train.head(recipe.limit)
     teacher = _seeded(recipe.teacher_architecture, recipe.seed)
@@ -154,52 +145,57 @@ def train_variants(recipe: Recipe, data: Dataset, *, progress: bool) -> list[_Tr
     )  # fmt: skip
     params_t, params_s = architectures.count_parameters(teacher), architectures.count_parameters(student)
     trained = [
-        _Trained(TEACHER, teacher, recipe.teacher_architecture, params_t),
-        _Trained(SCRATCH, scratch, recipe.student_architecture, params_s),
-        _Trained(STUDENT, student, recipe.student_architecture, params_s, parent=TEACHER),
+        Trained(TEACHER, teacher, recipe.teacher_architecture, params_t),
+        Trained(SCRATCH, scratch, recipe.student_architecture, params_s),
+        Trained(STUDENT, student, recipe.student_architecture, params_s, parent=TEACHER),
     ]
-    calibration = architectures.normalise(torch.from_numpy(train.images[: recipe.calibration_samples]))
-    for engine in recipe.quantization_engines:
-        int8 = quantize_static(student, calibration, engine)
-        trained.append(
-            _Trained(
-                static_variant(engine), int8, recipe.student_architecture, params_s, engine, "static", STUDENT
+    if "torchscript" in recipe.formats:  # torch.ao int8 exists only as TorchScript
+        calibration = architectures.normalise(torch.from_numpy(train.images[: recipe.calibration_samples]))
+        for engine in recipe.quantization_engines:
+            int8 = quantize_static(student, calibration, engine)
+            trained.append(
+                Trained(
+                    static_variant(engine),
+                    int8,
+                    recipe.student_architecture,
+                    params_s,
+                    engine,
+                    "static",
+                    STUDENT,
+                )
             )
-        )
-    if recipe.dynamic_int8:
-        engine = recipe.quantization_engines[0] if recipe.quantization_engines else "x86"
-        int8 = quantize_dynamic_linear(student, engine)
-        trained.append(
-            _Trained(DYNAMIC, int8, recipe.student_architecture, params_s, engine, "dynamic", STUDENT)
-        )
-    return trained
+        if recipe.dynamic_int8:
+            engine = recipe.quantization_engines[0] if recipe.quantization_engines else "x86"
+            int8 = quantize_dynamic_linear(student, engine)
+            trained.append(
+                Trained(DYNAMIC, int8, recipe.student_architecture, params_s, engine, "dynamic", STUDENT)
+            )
+    return {item.variant: item for item in trained}
 
 
 def _card(
-    recipe: Recipe, data: Dataset, digest: str, item: _Trained, parent: VariantResult | None
+    recipe: Recipe, data: Dataset, digest: str, item: Planned, parent: VariantResult | None
 ) -> dict[str, Any]:
-    quantization = None
-    if item.engine is not None:
-        samples = recipe.calibration_samples if item.method == "static" else 0
-        quantization = {"engine": item.engine, "method": item.method, "calibration_samples": samples}
     return {
         "family": recipe.family,
         "variant": item.variant,
         "name": f"{recipe.family}-{item.variant}",
-        "version": 0,  # set by registry.publish
-        "precision": "int8" if item.engine else "fp32",
-        "quantization": quantization,
-        "architecture": item.architecture,
+        "version": 1,  # set by publish
+        "format": str(item.format),
+        "precision": item.precision,
+        "quantization": item.quantization,
+        "architecture": item.source.architecture,
         "hyperparameters": recipe.fields(),
         "parent": None if parent is None else {"name": parent.name, "version": parent.version},
         "dataset": data.card(),
         "recipe_digest": digest,
         "seed": recipe.seed,
         "metrics": {},
-        "signature": SIGNATURE,
+        "signature": SIGNATURE.model_dump(),
         "labels": LABELS,
         "max_batch_size": recipe.max_batch_size,
         "files": {},
+        "libraries": library_versions(item.format),
         "torch_version": torch.__version__,
         "created_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
     }
@@ -211,23 +207,28 @@ def existing_if_current(registry_path: Path, recipe: Recipe, digest: str) -> lis
     for variant in variants(recipe):
         name = f"{recipe.family}-{variant}"
         try:
-            directory = registry.version_dir(registry_path, name)
-            card = registry.read_card(directory)
-        except registry.RegistryError:
+            card = layout.latest(registry_path, name).card
+        except layout.ArtifactError:
             return None
-        if card.get("recipe_digest") != digest:
+        if card.recipe_digest != digest:
             return None
-        results.append(VariantResult(variant, name, int(card["version"]), card.get("metrics", {})))
+        results.append(VariantResult(variant, name, card.version, card.metrics))
     return results
 
 
 def resolve_recipe(
-    family: str, recipe: Recipe | None, *, epochs: int | None, limit: int | None, seed: int | None
+    family: str,
+    recipe: Recipe | None,
+    *,
+    epochs: int | None,
+    limit: int | None,
+    seed: int | None,
+    formats: tuple[str, ...] | None = None,
 ) -> Recipe:
     base = recipe if recipe is not None else default_recipe(family)
     if base.family != family:
         raise ValueError(f"recipe is for family {base.family!r}, not {family!r}")
-    return base.with_overrides(epochs=epochs, limit=limit, seed=seed)
+    return base.with_overrides(epochs=epochs, limit=limit, seed=seed, formats=formats)
 
 
 def build(
@@ -239,11 +240,12 @@ def build(
     epochs: int | None = None,
     limit: int | None = None,
     seed: int | None = None,
+    formats: tuple[str, ...] | None = None,
     force: bool = False,
     progress: bool = True,
 ) -> BuildResult:
     start = time.perf_counter()
-    recipe = resolve_recipe(family, recipe, epochs=epochs, limit=limit, seed=seed)
+    recipe = resolve_recipe(family, recipe, epochs=epochs, limit=limit, seed=seed, formats=formats)
     for engine in recipe.quantization_engines:
         check_engine_supported(engine)
     for reference in {recipe.teacher_architecture, recipe.student_architecture}:
@@ -261,26 +263,55 @@ def build(
     return result
 
 
+@dataclass
+class _Checked:
+    """An artifact written, measured and past its gate, waiting to be published with its siblings."""
+
+    item: Planned
+    folder: Path
+    metrics: dict[str, Any]
+
+
 def _publish_all(
-    registry_path: Path, recipe: Recipe, data: Dataset, digest: str, trained: list[_Trained]
+    registry_path: Path, recipe: Recipe, data: Dataset, digest: str, trained: dict[str, Trained]
 ) -> list[VariantResult]:
-    published: dict[str, VariantResult] = {}
-    teacher_predictions: torch.Tensor | None = None
-    example = torch.from_numpy(data.test.images[:8])
+    """Write, measure and gate every planned artifact, then publish them all: a failed gate publishes nothing."""
+    test = data.test
+    teacher_predictions = reference_logits(trained[TEACHER].net, test.images).argmax(1)
+    references: dict[str, np.ndarray] = {}
+    example = torch.from_numpy(test.images[:8])
+    calibration = data.train.head(recipe.limit).images[: recipe.calibration_samples]
+    checked: list[_Checked] = []
     with tempfile.TemporaryDirectory(prefix="slimserve-build-") as work:
-        for item in trained:
-            path = Path(work) / item.variant / registry.MODEL_FILE
-            path.parent.mkdir()
-            export_torchscript(item.net, path, example, engine=item.engine)
-            metrics, predictions = evaluate_artifact(
-                path, data.test, teacher_predictions=teacher_predictions, parameters=item.parameters,
-                engine=item.engine, fast=recipe.limit is not None,
+        for item in plan(recipe, trained, example, calibration):
+            folder = Path(work) / item.variant
+            folder.mkdir()
+            for name, path in item.write(folder).items():
+                if path != folder / name:  # an artifact shared with another variant (the fp32 ONNX)
+                    shutil.copyfile(path, folder / name)
+            metrics, logits = evaluate_version(
+                draft_version(folder, _card(recipe, data, digest, item, None)), test,
+                teacher_predictions=teacher_predictions, parameters=item.source.parameters,
+                fast=recipe.limit is not None,
             )  # fmt: skip
-            if item.variant == TEACHER:
-                teacher_predictions = predictions
-            parent = published.get(item.parent) if item.parent else None
-            card = {**_card(recipe, data, digest, item, parent), "metrics": metrics}
-            version = registry.publish(registry_path, card, {registry.MODEL_FILE: path})
-            published[item.variant] = VariantResult(item.variant, str(card["name"]), version, metrics)
-            log.info("published %s:%d accuracy %.4f", card["name"], version, metrics["accuracy"])
+            if item.gate is not None:
+                if item.source.variant not in references:
+                    references[item.source.variant] = reference_logits(item.source.net, test.images)
+                metrics.update(check_gate(item, recipe, logits, references[item.source.variant]))
+            checked.append(_Checked(item, folder, metrics))
+        published: dict[str, VariantResult] = {}
+        for entry in checked:
+            item = entry.item
+            parent = next((published[p] for p in item.parents if p in published), None)
+            card = {**_card(recipe, data, digest, item, parent), "metrics": entry.metrics}
+            version = publish(registry_path, card, {name: entry.folder / name for name in item.format.files})
+            published[item.variant] = VariantResult(
+                item.variant, version.card.name, version.card.version, entry.metrics
+            )
+            log.info(
+                "published %s:%d accuracy %.4f",
+                version.card.name,
+                version.card.version,
+                entry.metrics["accuracy"],
+            )
     return list(published.values())

@@ -2,8 +2,8 @@
 
 Static int8 uses FX graph mode (``prepare_fx`` / ``convert_fx``) with the engine's own default qconfig
 mapping, calibrated on a recorded number of training samples. Dynamic int8 quantizes Linear layers only.
-``torch.backends.quantized.engine`` is process-global, so it is set only inside ``use_engine`` while
-preparing, converting and tracing, and restored afterwards.
+``torch.backends.quantized.engine`` is process-global, so it is set only inside ``contract.engines.use_engine``
+while preparing, converting and tracing, and restored afterwards.
 
 Engine at load/run time (measured with torch 2.13.0+cpu; kept true by tests/models/test_quantize.py): a
 TorchScript int8 model traced and frozen under one engine DOES load and run when
@@ -18,44 +18,16 @@ are also much slower on x86 CPUs than the x86/fbgemm ones).
 
 from __future__ import annotations
 
-import contextlib
 import copy
-from collections.abc import Iterator
 
 import torch
 from torch import nn
 from torch.ao.quantization import get_default_qconfig_mapping, quantize_dynamic
 from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
 
+from contract.engines import use_engine
+
 STATIC_ENGINES = ("x86", "qnnpack")
-
-
-class EngineError(Exception):
-    """A quantization engine this torch build cannot run."""
-
-
-def check_engine_supported(engine: str) -> None:
-    supported = torch.backends.quantized.supported_engines
-    if engine not in supported or engine == "none":
-        raise EngineError(
-            f"quantization engine {engine!r} is not supported by this torch build "
-            f"(supported: {', '.join(e for e in supported if e != 'none')})"
-        )
-
-
-@contextlib.contextmanager
-def use_engine(engine: str | None) -> Iterator[None]:
-    """Set ``torch.backends.quantized.engine`` for the block (no-op for None) and restore it after."""
-    if engine is None:
-        yield
-        return
-    check_engine_supported(engine)
-    previous = torch.backends.quantized.engine
-    torch.backends.quantized.engine = engine
-    try:
-        yield
-    finally:
-        torch.backends.quantized.engine = previous
 
 
 @torch.inference_mode(False)

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from typing import Any
 
 FAMILIES = ("mnist",)
+FORMATS = ("torchscript", "onnx", "openvino")
+SMOKE_MIN_INT8_AGREEMENT = 0.95
 
 
 class RecipeError(Exception):
@@ -41,10 +43,20 @@ class Recipe:
     quantization_engines: tuple[str, ...] = ("x86", "qnnpack")
     dynamic_int8: bool = False
     max_batch_size: int = 64
+    # Artifact formats to publish (contract.card.ArtifactFormat); torchscript can be left out altogether.
+    formats: tuple[str, ...] = FORMATS
+    # Publish gates for the portable variants, against their torch parent on the whole test split.
+    max_fp32_logit_delta: float = 1e-4
+    min_int8_agreement: float = 0.995
     limit: int | None = None  # cap on training samples, for fast tests
 
     def with_overrides(
-        self, *, epochs: int | None = None, limit: int | None = None, seed: int | None = None
+        self,
+        *,
+        epochs: int | None = None,
+        limit: int | None = None,
+        seed: int | None = None,
+        formats: tuple[str, ...] | None = None,
     ) -> Recipe:
         """Fast overrides: ``epochs`` sets every training stage's budget; early stopping stays on."""
         changes: dict[str, Any] = {}
@@ -55,14 +67,28 @@ class Recipe:
         if limit is not None:
             if limit < 10:
                 raise RecipeError(f"limit must be >= 10, got {limit}")
-            changes.update(limit=limit, calibration_samples=min(self.calibration_samples, limit))
+            # A smoke build's barely-trained network has near-tied logits that any int8 rounding flips, so
+            # its int8 gate only catches a broken export, not a lossy one.
+            changes.update(
+                limit=limit,
+                calibration_samples=min(self.calibration_samples, limit),
+                min_int8_agreement=min(self.min_int8_agreement, SMOKE_MIN_INT8_AGREEMENT),
+            )
         if seed is not None:
             changes.update(seed=seed)
+        if formats is not None:
+            unknown = [name for name in formats if name not in FORMATS]
+            if unknown or not formats:
+                raise RecipeError(
+                    f"formats: unknown {', '.join(unknown) or '(none given)'} (known: {', '.join(FORMATS)})"
+                )
+            changes.update(formats=tuple(dict.fromkeys(formats)))
         return dataclasses.replace(self, **changes)
 
     def fields(self) -> dict[str, Any]:
         values = dataclasses.asdict(self)
         values["quantization_engines"] = list(self.quantization_engines)
+        values["formats"] = list(self.formats)
         return values
 
     def digest(self, dataset_digest: str, split_digest: str) -> str:

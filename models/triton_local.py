@@ -49,7 +49,7 @@ class TritonInstall:
         env.pop("VIRTUAL_ENV", None)
         # the python stub links libpython: the venv's own, not Debian's older one
         env["LD_LIBRARY_PATH"] = ":".join(p for p in (self.ld_library_path, env.get("LD_LIBRARY_PATH")) if p)
-        # the stub finds torch (and numpy<2) through the first python3 on PATH
+        # the stub finds onnxruntime (and numpy<2) through the first python3 on PATH
         env["PATH"] = f"{self.path}:{env.get('PATH', '')}"
         env["OMP_NUM_THREADS"] = "1"
         return env

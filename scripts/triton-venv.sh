@@ -7,13 +7,13 @@
 # Idempotent: a venv already built with the same requirements is only checked, not reinstalled. The
 # wheel's tritonserver has only the python backend, and that backend needs the stub built for the venv's
 # Python beside libtriton_python.so, so a backend directory is assembled in VENV/triton-backends.
-# torch is pinned like the project (pip takes the CPU wheel from the local wheel directory; an unpinned torch
-# would pull the multi-GB CUDA build). On success it prints KEY=VALUE lines for the caller:
+# The stand-in model (models/triton_python_backend/model.py) runs ONNX with ONNX Runtime, which the backend
+# stub finds through the venv's python3 first on PATH. On success it prints KEY=VALUE lines for the caller:
 #   TRITON_VENV TRITON_PYTHON TRITONSERVER TRITON_BACKEND_DIR TRITON_CACHE_DIR TRITON_LD_LIBRARY_PATH TRITON_PATH
 set -eu
 
 venv="${1:-.triton-venv}"
-requirements="nvidia-pytriton==0.7.0 numpy<2 torch==2.13.0"
+requirements="nvidia-pytriton==0.7.0 numpy<2 onnxruntime>=1.20,<2"
 marker="$venv/.slimserve-triton-ready"
 
 mkdir -p "$venv"

@@ -69,6 +69,12 @@ class BatchingSettings(BaseModel):
 
 class RuntimeSettings(BaseModel):
     torch_threads: int = Field(1, ge=1, description="torch intra-op threads per inference.")
+    intra_op_threads: int = Field(
+        1, ge=1, description="ONNX Runtime and OpenVINO intra-op threads per inference."
+    )
+    openvino_hint: Literal["LATENCY", "THROUGHPUT"] = Field(
+        "LATENCY", description="OpenVINO performance hint for the CPU plugin."
+    )
     worker_threads: int = Field(2, ge=1, description="Threads running inference off the event loop.")
     warmup_iterations: int = Field(3, ge=0)
     gc_freeze: bool = Field(

@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from contract.card import TensorSpec
+from contract.triton_config import ModelConfig, load_config
 from service import __version__
 from service.batching.batcher import BatchResult
 from service.codecs import datatype_of
@@ -30,9 +32,7 @@ from service.errors import (
 )
 from service.metrics import RequestSeries, ServiceMetrics
 from service.protocol import InferRequest, InferResponse, Tensor
-from service.registry.artifacts import TensorSpec
 from service.registry.store import ModelStore, ServedVariant, State, parse_version
-from service.registry.triton_config import ModelConfig, load_config
 from service.routing.loop import ExperimentLoop
 from service.routing.router import Assignment
 from service.signature import prepare_input, select_outputs
@@ -126,7 +126,7 @@ class DataPlane:
         return {
             "name": model,
             "versions": [str(v) for v in sorted(versions)],
-            "platform": "pytorch_libtorch",
+            "platform": card.format.triton_platform,
             "inputs": tensor_metadata(card.signature.inputs),
             "outputs": tensor_metadata(card.signature.outputs),
             "parameters": {"variant": card.variant, "precision": card.precision},

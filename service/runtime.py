@@ -13,15 +13,17 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
+import torch
 
+from contract.layout import ModelVersion, variants_on_disk
+from contract.runners import RunnerOptions
 from service.backends.base import Backend
-from service.backends.torch_backend import QuantizedEngineGuard, TorchScriptBackend, configure_torch
+from service.backends.inprocess import InProcessBackend
 from service.backends.triton_backend import TritonBackend
 from service.config import Settings
 from service.dataplane import DataPlane, Limits
 from service.metrics import ServiceMetrics
 from service.metrics.variants import VariantCollector
-from service.registry.artifacts import ModelVersion, variants_on_disk
 from service.registry.store import ModelStore
 from service.routing.experiments import ExperimentsFile, load_experiments
 from service.routing.loop import ExperimentLoop, check_variants_exist
@@ -54,7 +56,10 @@ class Runtime:
         self._backend_wrapper = backend_wrapper
         self._on_ready = on_ready or []
         self._executor = ThreadPoolExecutor(settings.runtime.worker_threads, thread_name_prefix="inference")
-        self._guard = QuantizedEngineGuard()
+        runtime = settings.runtime
+        self._runner_options = RunnerOptions(
+            runtime.intra_op_threads, runtime.optimize_fp32, runtime.openvino_hint
+        )
         self.store = ModelStore(settings, self._make_backend)
         limits = Limits(
             settings.limits.max_batch_per_request,
@@ -85,9 +90,7 @@ class Runtime:
             backend = TritonBackend(model, config)
         else:
             warmup = self.settings.runtime.warmup_iterations
-            backend = TorchScriptBackend(
-                model, self._executor, self._guard, warmup, self.settings.runtime.optimize_fp32
-            )
+            backend = InProcessBackend(model, self._executor, self._runner_options, warmup)
         return self._backend_wrapper(backend, model) if self._backend_wrapper else backend
 
     async def _run_shadow(self, model: str, batch: np.ndarray) -> np.ndarray:
@@ -97,7 +100,7 @@ class Runtime:
 
     async def start(self) -> None:
         """Load and warm every variant in the background: liveness answers while readiness waits."""
-        configure_torch(self.settings.runtime.torch_threads)
+        torch.set_num_threads(self.settings.runtime.torch_threads)  # inter-op parallelism is our thread pool
         if self.settings.runtime.gc_young_threshold:
             gc.set_threshold(self.settings.runtime.gc_young_threshold, *self._gc_thresholds[1:])
         self.experiments.shadow.start()

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from contract.card import Signature
 from service.codecs import NUMPY_DTYPES
 from service.errors import InvalidInput
 from service.protocol import InferRequest, RequestedOutput
-from service.registry.artifacts import Signature
 
 
 def prepare_input(

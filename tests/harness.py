@@ -14,10 +14,10 @@ import httpx
 import uvicorn
 from prometheus_client import CollectorRegistry
 
+from contract.layout import ModelVersion
 from service.api.http.app import create_app
 from service.backends.base import Backend
 from service.config import Settings
-from service.registry.artifacts import ModelVersion
 from service.server import bind, uvicorn_config
 
 ADMIN_TOKEN = "test-admin-token"

@@ -1,11 +1,9 @@
-"""Triton python-backend model: serves the TorchScript ``model.pt`` beside this file.
+"""Triton python-backend model: serves the ONNX ``model.onnx`` beside this file with ONNX Runtime.
 
-A stand-in for Triton's libtorch backend where only the python backend exists (the tritonserver shipped in
-the nvidia-pytriton wheel): same tensors (FP32 ``INPUT__0`` [N,1,28,28] -> FP32 ``OUTPUT__0`` [N,10]), same
-TorchScript. Every request of a batch Triton hands over is run in one forward pass and split back.
-Each model instance is its own stub process, so the int8 quantized engine (process-global in torch) is set
-from the card here without affecting other models. Optional model-config parameter ``torch_threads``
-(default 1) sets torch's intra-op threads.
+A stand-in for Triton's onnxruntime backend where only the python backend exists (the tritonserver shipped
+in the nvidia-pytriton wheel): same tensors (names and datatypes from the model config), same ONNX file, same
+runtime. Every request of a batch Triton hands over is run in one call and split back. Optional model-config
+parameter ``intra_op_threads`` (default 1) sets ONNX Runtime's intra-op threads.
 """
 
 from __future__ import annotations
@@ -16,11 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
+import onnxruntime
 import triton_python_backend_utils as pb_utils
 
-INPUT = "INPUT__0"
-OUTPUT = "OUTPUT__0"
+MODEL_FILE = "model.onnx"
 
 
 def _sha256(path: Path) -> str:
@@ -32,48 +29,40 @@ class TritonPythonModel:
     def initialize(self, args: dict[str, Any]) -> None:
         config = json.loads(args["model_config"])
         version_dir = Path(args["model_repository"]) / str(args["model_version"])
-        if not (version_dir / "model.pt").is_file():
+        if not (version_dir / MODEL_FILE).is_file():
             version_dir = Path(__file__).resolve().parent
-        model_file = version_dir / "model.pt"
+        model_file = version_dir / MODEL_FILE
         card_file = version_dir / "card.json"
-        engine = None
-        if card_file.is_file():  # verify what the card says before unpickling anything
-            card = json.loads(card_file.read_text())
-            expected = card.get("files", {}).get("model.pt")
+        if card_file.is_file():  # verify what the card says before loading anything
+            expected = json.loads(card_file.read_text()).get("files", {}).get(MODEL_FILE)
             if expected is not None and _sha256(model_file) != expected:
                 raise pb_utils.TritonModelException(f"{model_file}: sha256 does not match {card_file}")
-            quantization = card.get("quantization")
-            if isinstance(quantization, dict):
-                engine = quantization.get("engine")
-        threads = config.get("parameters", {}).get("torch_threads", {}).get("string_value", "1")
-        torch.set_num_threads(max(1, int(threads)))
-        if engine is not None:
-            torch.backends.quantized.engine = engine
-        if args.get("model_instance_kind") == "GPU":
-            self.device = torch.device(f"cuda:{args.get('model_instance_device_id', 0)}")
-        else:
-            self.device = torch.device("cpu")
-        self.model = torch.jit.load(str(model_file), map_location=self.device)
-        self.model.eval()
+        threads = config.get("parameters", {}).get("intra_op_threads", {}).get("string_value", "1")
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = max(1, int(threads))
+        options.inter_op_num_threads = 1
+        self.session = onnxruntime.InferenceSession(
+            str(model_file), options, providers=["CPUExecutionProvider"]
+        )
+        self.input = config["input"][0]["name"]
+        self.output = config["output"][0]["name"]
 
     def execute(self, requests: list[Any]) -> list[Any]:
         inputs: list[np.ndarray] = []
         responses: list[Any] = [None] * len(requests)
         valid: list[int] = []
         for index, request in enumerate(requests):
-            tensor = pb_utils.get_input_tensor_by_name(request, INPUT)
+            tensor = pb_utils.get_input_tensor_by_name(request, self.input)
             if tensor is None:
                 responses[index] = pb_utils.InferenceResponse(
-                    error=pb_utils.TritonError(f"missing input {INPUT}")
+                    error=pb_utils.TritonError(f"missing input {self.input}")
                 )
                 continue
             inputs.append(np.asarray(tensor.as_numpy(), dtype=np.float32))
             valid.append(index)
         if valid:
             try:
-                batch = torch.from_numpy(np.concatenate(inputs)).to(self.device)
-                with torch.inference_mode():
-                    logits = self.model(batch).to("cpu").numpy().astype(np.float32, copy=False)
+                (outputs,) = self.session.run([self.output], {self.input: np.concatenate(inputs)})
             except Exception as exc:  # one bad batch answers errors; the model stays up
                 for index in valid:
                     responses[index] = pb_utils.InferenceResponse(
@@ -82,10 +71,10 @@ class TritonPythonModel:
                 return responses
             start = 0
             for index, rows in zip(valid, (len(x) for x in inputs), strict=True):
-                out = pb_utils.Tensor(OUTPUT, np.ascontiguousarray(logits[start : start + rows]))
+                out = pb_utils.Tensor(self.output, np.ascontiguousarray(outputs[start : start + rows]))
                 responses[index] = pb_utils.InferenceResponse(output_tensors=[out])
                 start += rows
         return responses
 
     def finalize(self) -> None:
-        del self.model
+        del self.session

@@ -18,10 +18,10 @@ import tritonclient.grpc.aio as triton_grpc
 import tritonclient.http.aio as triton_http
 from tritonclient.utils import InferenceServerException
 
+from contract.layout import ModelVersion
 from service.backends.breaker import CircuitBreaker
 from service.config import BackendSettings
 from service.errors import BackendUnavailable, InternalError, RequestTimeout
-from service.registry.artifacts import ModelVersion
 
 log = logging.getLogger(__name__)
 

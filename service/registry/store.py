@@ -16,7 +16,7 @@ from service.backends.base import Backend
 from service.batching.batcher import DynamicBatcher
 from service.config import Settings
 from service.errors import BackendUnavailable, InvalidInput, ModelLoadFailed, ModelNotFound, ModelNotReady
-from service.registry.artifacts import (
+from contract.layout import (
     MODEL_NAME,
     ArtifactError,
     BrokenVersion,

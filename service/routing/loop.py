@@ -14,10 +14,10 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from contract.card import ModelCard
 from service.config import Settings
 from service.errors import InvalidInput, ModelNotFound
 from service.metrics import ServiceMetrics
-from service.registry.artifacts import ModelCard
 from service.routing.experiments import Experiment, ExperimentsFile, Shadow, WeightedVariant, save_experiments
 from service.routing.feedback import Prediction, PredictionStore
 from service.routing.router import Assignment, Router

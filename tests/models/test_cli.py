@@ -21,8 +21,11 @@ def registry_copy(tiny_registry: Path, tmp_path: Path) -> Path:
 def test_list_shows_every_model(tiny_registry: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["list", "--registry", str(tiny_registry)]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert len(lines) == 5
+    assert len(lines) == 9
     assert any(line.startswith("mnist-student-int8-x86\tversions 1") for line in lines)
+    assert any(
+        line.startswith("mnist-student-int8-openvino\tversions 1\tlatest 1 openvino int8") for line in lines
+    )
 
 
 def test_show_prints_the_card(tiny_registry: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -40,11 +43,17 @@ def test_show_prints_the_card(tiny_registry: Path, capsys: pytest.CaptureFixture
         (["show", "mnist-teacher-fp32:9"], "no version 9"),
         (["show", "mnist-teacher-fp32:x"], "positive integer"),
         (["verify", "mnist-nope"], "no such model"),
+        (["build", "mnist", "--formats", "onnx,tflite"], "unknown format tflite"),
     ],
 )
 def test_user_errors_exit_2_with_one_line(
     tiny_registry: Path, capsys: pytest.CaptureFixture[str], argv: list[str], message: str
 ) -> None:
+    if argv[0] == "build":  # argparse refuses it: usage line, then the error
+        with pytest.raises(SystemExit) as refused:
+            main([*argv, "--registry", str(tiny_registry)])
+        assert refused.value.code == 2 and message in capsys.readouterr().err
+        return
     assert main([*argv, "--registry", str(tiny_registry)]) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1 and err.startswith("error: ")
@@ -61,7 +70,7 @@ def test_verify_passes_then_fails_on_tampering(
     registry_copy: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert main(["verify", "--registry", str(registry_copy)]) == 0
-    assert capsys.readouterr().out.count("OK ") == 5
+    assert capsys.readouterr().out.count("OK ") == 9
     model = registry_copy / "mnist-student-fp32" / "1" / "model.pt"
     content = bytearray(model.read_bytes())
     content[len(content) // 2] ^= 0xFF
@@ -70,6 +79,12 @@ def test_verify_passes_then_fails_on_tampering(
     out = capsys.readouterr().out
     assert "FAIL mnist-student-fp32:1" in out and "model.pt: sha256 mismatch" in out
     assert main(["verify", "--registry", str(registry_copy), "mnist-teacher-fp32"]) == 0
+    openvino = registry_copy / "mnist-student-int8-openvino" / "1" / "model.bin"
+    openvino.write_bytes(openvino.read_bytes()[:-16])
+    assert main(["verify", "--registry", str(registry_copy), "mnist-student-int8-openvino"]) == 1
+    assert "model.bin: sha256 mismatch" in capsys.readouterr().out
+    assert main(["verify", "--registry", str(registry_copy), "mnist"]) == 1  # a family: all its variants
+    assert capsys.readouterr().out.count("OK ") == 7
 
 
 def test_python_m_models_runs_without_traceback(tiny_registry: Path) -> None:

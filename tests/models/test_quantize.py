@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from models import registry
-from models.quantize import EngineError, check_engine_supported, use_engine
+from contract import torchscript
+from contract.engines import EngineError, check_engine_supported, use_engine
 
 
 def _logits(directory: Path, images: np.ndarray, engine: str | None) -> torch.Tensor:
     with use_engine(engine), torch.inference_mode():
-        return torch.jit.load(str(directory / "model.pt"))(torch.from_numpy(images))
+        return torchscript.load(directory / "model.pt")(torch.from_numpy(images))
 
 
 @pytest.mark.parametrize("engine", ["x86", "qnnpack"])
@@ -55,4 +55,3 @@ def test_use_engine_restores_the_previous_engine() -> None:
     with pytest.raises(RuntimeError), use_engine("qnnpack"):
         raise RuntimeError("boom")
     assert torch.backends.quantized.engine == before
-    assert registry.card_engine({"quantization": None}) is None

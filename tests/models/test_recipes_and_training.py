@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from contract import torchscript
 from models import architectures
 from models.export import export_torchscript
 from models.quantize import quantize_dynamic_linear
@@ -67,5 +68,5 @@ def test_dynamic_int8_exports_and_stays_close(
     export_torchscript(dynamic, tmp_path / "model.pt", images, engine="x86")
     with torch.inference_mode():
         reference = architectures.Preprocess(student)(images)
-        loaded = torch.jit.load(str(tmp_path / "model.pt"))(images)
+        loaded = torchscript.load(tmp_path / "model.pt")(images)
     assert float((reference - loaded).abs().max()) < 0.05 * float(reference.max() - reference.min())

@@ -1,19 +1,15 @@
-"""Fixtures for service tests: reference outputs computed in-process before any server starts.
-
-``torch.backends.quantized.engine`` is process-global and servers in these tests run in this process,
-so references are computed up front, never while a server thread is inferring.
-"""
+"""Fixtures for service tests: reference outputs computed in-process before any server starts."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
+from contract import layout
+from contract.runners import open_runner
 from tests.harness import RunningService, make_settings, run_service
 
 VARIANTS = [
@@ -22,6 +18,10 @@ VARIANTS = [
     "student-fp32",
     "student-int8-x86",
     "student-int8-qnnpack",
+    "teacher-fp32-onnx",
+    "student-fp32-onnx",
+    "student-int8-onnx",
+    "student-int8-openvino",
 ]
 MODEL_NAMES = [f"mnist-{variant}" for variant in VARIANTS]
 
@@ -32,19 +32,9 @@ def assert_close(served: np.ndarray, expected: np.ndarray) -> None:
 
 
 def reference_logits(version_dir: Path, batch: np.ndarray) -> np.ndarray:
-    """Run one version directly with torch.jit.load, one row at a time (no batching involved)."""
-    card = json.loads((version_dir / "card.json").read_text())
-    engine = card["quantization"]["engine"] if card["quantization"] else None
-    previous = torch.backends.quantized.engine
-    try:
-        if engine:
-            torch.backends.quantized.engine = engine
-        module = torch.jit.load(str(version_dir / "model.pt"))
-        with torch.inference_mode():
-            rows = [module(torch.from_numpy(batch[i : i + 1].copy())).numpy() for i in range(len(batch))]
-    finally:
-        torch.backends.quantized.engine = previous
-    return np.concatenate(rows)
+    """Run one version directly with its format's runner, one row at a time (no batching involved)."""
+    run = open_runner(layout.ModelVersion(version_dir, layout.read_card(version_dir)))
+    return np.concatenate([run(batch[i : i + 1].copy())["OUTPUT__0"] for i in range(len(batch))])
 
 
 @pytest.fixture(scope="session")

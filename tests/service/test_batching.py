@@ -9,8 +9,8 @@ import httpx
 import numpy as np
 from prometheus_client import CollectorRegistry
 
+from contract.layout import ModelVersion
 from service.backends.base import Backend
-from service.registry.artifacts import ModelVersion
 from tests.harness import make_settings, run_service
 from tests.service.conftest import assert_close
 from tests.service.faults import FaultyBackend
@@ -32,8 +32,12 @@ async def post_all(url: str, model: str, rows: list[np.ndarray]) -> list[httpx.R
         )
 
 
+RUNTIMES = {"teacher-fp32": "torch", "student-int8-x86": "torch", "student-int8-onnx": "onnxruntime",
+            "student-int8-openvino": "openvino"}  # fmt: skip
+
+
 def batch_count_and_rows(metrics: CollectorRegistry, variant: str) -> tuple[float, float]:
-    labels = {"model": "mnist", "variant": variant, "version": "1", "backend": "torch"}
+    labels = {"model": "mnist", "variant": variant, "version": "1", "backend": RUNTIMES[variant]}
     count = metrics.get_sample_value("slimserve_batch_size_rows_count", labels) or 0.0
     rows = metrics.get_sample_value("slimserve_batch_size_rows_sum", labels) or 0.0
     return count, rows
@@ -44,7 +48,7 @@ def test_64_concurrent_callers_each_get_their_own_result(
 ) -> None:
     settings = make_settings(tiny_registry, batching={"max_batch_size": 32, "max_queue_delay_ms": 20})
     with run_service(settings) as running:
-        for variant in ("teacher-fp32", "student-int8-x86"):
+        for variant in RUNTIMES:
             responses = asyncio.run(post_all(running.url, f"mnist-{variant}", list(digits[:64])))
             assert [r.status_code for r in responses] == [200] * 64
             served = np.stack(

@@ -12,8 +12,8 @@ import pytest
 import tritonclient.http as triton_http
 from tritonclient.utils import InferenceServerException
 
+from contract.layout import ModelVersion
 from service.backends.base import Backend
-from service.registry.artifacts import ModelVersion
 from tests.harness import RunningService, make_settings, run_service
 from tests.service.faults import FaultyBackend
 

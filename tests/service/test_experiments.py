@@ -18,9 +18,9 @@ from scipy.stats import chisquare
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc
 
+from contract.layout import ModelVersion
 from service.backends.base import Backend
 from service.config import Settings
-from service.registry.artifacts import ModelVersion
 from service.routing.stats import verdict, wilson_interval
 from tests.harness import RunningService, make_settings, run_service
 from tests.service.faults import FaultyBackend

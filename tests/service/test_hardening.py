@@ -19,8 +19,8 @@ import pytest
 import tritonclient.grpc as triton_grpc
 from tritonclient.utils import InferenceServerException
 
+from contract.layout import ModelVersion
 from service.backends.base import Backend
-from service.registry.artifacts import ModelVersion
 from tests.harness import ADMIN, make_settings, run_service
 from tests.service.faults import FaultyBackend
 

@@ -17,8 +17,8 @@ from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
+from contract.layout import ModelVersion
 from service.backends.base import Backend
-from service.registry.artifacts import ModelVersion
 from tests.harness import ADMIN, RunningService, make_settings, run_service
 from tests.service.conftest import MODEL_NAMES, assert_close
 from tests.service.faults import FaultyBackend
@@ -67,7 +67,9 @@ def test_model_metadata_ready_and_config(client: triton_grpc.InferenceServerClie
     assert metadata["name"] == model
     assert metadata["inputs"] == [{"name": "INPUT__0", "datatype": "FP32", "shape": ["-1", "1", "28", "28"]}]
     config = client.get_model_config(model, as_json=True)["config"]
-    assert config["platform"] == "pytorch_libtorch"
+    assert config["platform"] == {"onnx": "onnxruntime_onnx", "openvino": "openvino"}.get(
+        model.rsplit("-", 1)[-1], "pytorch_libtorch"
+    )
     assert int(config["max_batch_size"]) == 64
     assert config["input"][0]["dims"] == ["1", "28", "28"]
     assert config["output"][0]["dims"] == ["10"]

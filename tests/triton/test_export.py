@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -10,12 +11,15 @@ import pytest
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
-from models import registry as reg
+from contract import layout
+from contract.layout import ChecksumMismatch
+from contract.publish import verify_files
 from models.__main__ import main
 from models.export_triton import TritonExportError, export_triton
 
-FP32 = ["mnist-student-fp32", "mnist-student-scratch-fp32", "mnist-teacher-fp32"]
-INT8 = ["mnist-student-int8-qnnpack", "mnist-student-int8-x86"]
+FP32 = ["mnist-student-fp32-onnx", "mnist-teacher-fp32-onnx"]
+INT8 = ["mnist-student-int8-onnx", "mnist-student-int8-qnnpack", "mnist-student-int8-x86"]
+PLATFORMS = {"onnx": "onnxruntime_onnx", "qnnpack": "pytorch_libtorch", "x86": "pytorch_libtorch"}
 KIND_CPU = model_config_pb2.ModelInstanceGroup.KIND_CPU
 KIND_GPU = model_config_pb2.ModelInstanceGroup.KIND_GPU
 
@@ -37,7 +41,9 @@ def leftovers(directory: Path) -> list[str]:
     return sorted(p.name for p in directory.iterdir() if p.name.startswith("."))
 
 
-def test_default_exports_every_fp32_variant_as_libtorch_on_cpu(tiny_registry: Path, tmp_path: Path) -> None:
+def test_default_exports_every_fp32_onnx_variant_for_onnxruntime_on_cpu(
+    tiny_registry: Path, tmp_path: Path
+) -> None:
     out = tmp_path / "repo"
     assert sorted(export_triton(tiny_registry, out, None, gpu=False)) == FP32
     assert sorted(p.name for p in out.iterdir()) == FP32
@@ -45,7 +51,7 @@ def test_default_exports_every_fp32_variant_as_libtorch_on_cpu(tiny_registry: Pa
         source = parse(tiny_registry / name / "config.pbtxt")
         config = parse(out / name / "config.pbtxt")
         assert config.name == name
-        assert config.platform == "pytorch_libtorch"
+        assert config.platform == "onnxruntime_onnx"
         assert config.backend == ""
         assert config.max_batch_size == source.max_batch_size > 0
         assert config.HasField("dynamic_batching")
@@ -58,26 +64,33 @@ def test_default_exports_every_fp32_variant_as_libtorch_on_cpu(tiny_registry: Pa
         assert list(config.output[0].dims) == [10]
         assert [(g.kind, g.count) for g in config.instance_group] == [(KIND_CPU, 1)]
         assert sorted(p.name for p in (out / name).iterdir()) == ["1", "config.pbtxt"]
-        assert sorted(p.name for p in (out / name / "1").iterdir()) == ["card.json", "model.pt"]
-        reg.verify(out / name / "1")  # the copied model.pt is the one the card describes
+        assert sorted(p.name for p in (out / name / "1").iterdir()) == ["card.json", "model.onnx"]
+        verify_files(layout.latest(out, name))  # the copied model.onnx is the one the card describes
     assert leftovers(tmp_path) == []
 
 
 def test_gpu_sets_kind_gpu(tiny_registry: Path, tmp_path: Path) -> None:
     out = tmp_path / "repo"
-    export_triton(tiny_registry, out, ["student-fp32", "mnist-teacher-fp32"], gpu=True)
-    assert sorted(p.name for p in out.iterdir()) == ["mnist-student-fp32", "mnist-teacher-fp32"]
-    for name in ("mnist-student-fp32", "mnist-teacher-fp32"):
+    export_triton(tiny_registry, out, ["student-fp32", "mnist-teacher-fp32-onnx"], gpu=True)
+    assert sorted(p.name for p in out.iterdir()) == ["mnist-student-fp32", "mnist-teacher-fp32-onnx"]
+    for name, platform in (
+        ("mnist-student-fp32", "pytorch_libtorch"),
+        ("mnist-teacher-fp32-onnx", "onnxruntime_onnx"),
+    ):
         config = parse(out / name / "config.pbtxt")
         assert [g.kind for g in config.instance_group] == [KIND_GPU]
-        assert config.platform == "pytorch_libtorch"
+        assert config.platform == platform
         assert config.HasField("dynamic_batching")
 
 
 def test_int8_is_refused_with_gpu_and_nothing_is_written(tiny_registry: Path, tmp_path: Path) -> None:
     out = tmp_path / "repo"
-    with pytest.raises(TritonExportError, match=r"mnist-student-int8-x86.*CPU only"):
-        export_triton(tiny_registry, out, ["student-fp32", "student-int8-x86"], gpu=True)
+    with pytest.raises(
+        TritonExportError, match=r"mnist-student-int8-openvino, mnist-student-int8-x86.*CPU only"
+    ):
+        export_triton(
+            tiny_registry, out, ["student-fp32", "student-int8-x86", "student-int8-openvino"], gpu=True
+        )
     assert not out.exists()
     assert leftovers(tmp_path) == []
 
@@ -88,23 +101,29 @@ def test_int8_is_exported_on_cpu_without_gpu(tiny_registry: Path, tmp_path: Path
     for name in INT8:
         config = parse(out / name / "config.pbtxt")
         assert [g.kind for g in config.instance_group] == [KIND_CPU]
-        assert config.platform == "pytorch_libtorch"
+        assert config.platform == PLATFORMS[name.rsplit("-", 1)[-1]]
 
 
-def test_python_backend_writes_model_py_beside_model_pt(tiny_registry: Path, tmp_path: Path) -> None:
+def test_python_backend_writes_model_py_beside_model_onnx(tiny_registry: Path, tmp_path: Path) -> None:
     out = tmp_path / "repo"
-    export_triton(tiny_registry, out, ["teacher-fp32"], gpu=False, python_backend=True)
-    config = parse(out / "mnist-teacher-fp32" / "config.pbtxt")
+    with pytest.raises(
+        TritonExportError, match="mnist-teacher-fp32: the python-backend stand-in serves ONNX"
+    ):
+        export_triton(tiny_registry, out, ["teacher-fp32"], gpu=False, python_backend=True)
+    export_triton(tiny_registry, out, ["teacher-fp32-onnx"], gpu=False, python_backend=True)
+    config = parse(out / "mnist-teacher-fp32-onnx" / "config.pbtxt")
     assert config.backend == "python"
     assert config.platform == ""
     assert config.max_batch_size > 0 and config.HasField("dynamic_batching")
-    version = out / "mnist-teacher-fp32" / "1"
-    assert sorted(p.name for p in version.iterdir()) == ["card.json", "model.pt", "model.py"]
+    version = out / "mnist-teacher-fp32-onnx" / "1"
+    assert sorted(p.name for p in version.iterdir()) == ["card.json", "model.onnx", "model.py"]
     assert "class TritonPythonModel" in (version / "model.py").read_text()
 
 
 def test_latest_version_is_exported_under_its_own_number(registry_copy: Path, tmp_path: Path) -> None:
     shutil.copytree(registry_copy / "mnist-student-fp32" / "1", registry_copy / "mnist-student-fp32" / "3")
+    card = registry_copy / "mnist-student-fp32" / "3" / "card.json"
+    card.write_text(json.dumps({**json.loads(card.read_text()), "version": 3}))
     out = tmp_path / "repo"
     export_triton(registry_copy, out, ["student-fp32"], gpu=False)
     assert sorted(p.name for p in (out / "mnist-student-fp32").iterdir()) == ["3", "config.pbtxt"]
@@ -117,22 +136,22 @@ def test_unknown_variant_is_an_error(tiny_registry: Path, tmp_path: Path) -> Non
 
 
 def _corrupt_model(registry: Path) -> None:
-    (registry / "mnist-teacher-fp32" / "1" / "model.pt").write_bytes(b"not torchscript")
+    (registry / "mnist-teacher-fp32-onnx" / "1" / "model.onnx").write_bytes(b"not onnx")
 
 
 def _corrupt_config(registry: Path) -> None:
-    config = registry / "mnist-teacher-fp32" / "config.pbtxt"  # the last one: others are staged by then
+    config = registry / "mnist-teacher-fp32-onnx" / "config.pbtxt"  # the last one: others are staged by then
     config.write_text(config.read_text() + "no_such_field: 1\n")
 
 
 @pytest.mark.parametrize(
     ("corrupt", "error", "message"),
     [
-        (_corrupt_model, reg.ChecksumMismatch, "mnist-teacher-fp32/1/model.pt: sha256 mismatch"),
+        (_corrupt_model, ChecksumMismatch, "mnist-teacher-fp32-onnx/1/model.onnx: sha256 mismatch"),
         (
             _corrupt_config,
-            TritonExportError,
-            "mnist-teacher-fp32/config.pbtxt: not a valid Triton model config",
+            layout.ArtifactError,
+            "mnist-teacher-fp32-onnx/config.pbtxt: not a valid Triton model config",
         ),
     ],
 )
@@ -164,11 +183,11 @@ def test_cli(tiny_registry: Path, tmp_path: Path, capsys: pytest.CaptureFixture[
     argv = ["export-triton", "--registry", str(tiny_registry), "--out", str(out)]
     assert main([*argv, "--gpu"]) == 0
     assert sorted(line.split("\t")[0] for line in capsys.readouterr().out.splitlines()) == FP32
-    assert parse(out / "mnist-teacher-fp32" / "config.pbtxt").instance_group[0].kind == KIND_GPU
+    assert parse(out / "mnist-teacher-fp32-onnx" / "config.pbtxt").instance_group[0].kind == KIND_GPU
 
     assert main([*argv, "--gpu", "--variants", "student-int8-qnnpack"]) == 2
     assert "CPU only" in capsys.readouterr().err
     assert sorted(p.name for p in out.iterdir()) == FP32  # the earlier export stays
 
-    assert main([*argv, "--variants", "teacher-fp32", "--python-backend"]) == 0
-    assert parse(out / "mnist-teacher-fp32" / "config.pbtxt").backend == "python"
+    assert main([*argv, "--variants", "teacher-fp32-onnx", "--python-backend"]) == 0
+    assert parse(out / "mnist-teacher-fp32-onnx" / "config.pbtxt").backend == "python"

@@ -1,7 +1,7 @@
 """The exported repository served by a real Triton Inference Server, over HTTP and gRPC.
 
-References are computed in this process with ``torch.jit.load`` of the same ``model.pt`` before the server
-starts (``references`` is requested before ``triton_server``).
+References are computed in this process by the service's own runner on the same ``model.onnx`` before the
+server starts (``references`` is requested before ``triton_server``).
 """
 
 from __future__ import annotations
@@ -12,15 +12,16 @@ from types import ModuleType
 
 import numpy as np
 import pytest
-import torch
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 
+from contract import layout
+from contract.runners import open_runner
 from tests.triton.conftest import TritonServer
 
 pytestmark = pytest.mark.slow
 
-FP32 = ["mnist-student-fp32", "mnist-student-scratch-fp32", "mnist-teacher-fp32"]
+FP32 = ["mnist-student-fp32-onnx", "mnist-teacher-fp32-onnx"]
 ROWS = 8
 
 
@@ -33,9 +34,7 @@ def pixels(mnist_test_digits: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
 def references(tiny_registry: Path, pixels: np.ndarray) -> dict[str, np.ndarray]:
     outputs = {}
     for name in FP32:
-        model = torch.jit.load(str(tiny_registry / name / "1" / "model.pt"))
-        with torch.inference_mode():
-            outputs[name] = model(torch.from_numpy(pixels)).numpy()
+        outputs[name] = open_runner(layout.latest(tiny_registry, name))(pixels)["OUTPUT__0"]
     return outputs
 
 
@@ -80,7 +79,7 @@ def test_every_exported_model_is_ready(
 
 
 @pytest.mark.parametrize("name", FP32)
-def test_outputs_equal_in_process_torchscript(
+def test_outputs_equal_the_in_process_runner(
     name: str, pixels: np.ndarray, references: dict[str, np.ndarray], triton_server: TritonServer
 ) -> None:
     expected = references[name]
@@ -97,7 +96,7 @@ def test_outputs_equal_in_process_torchscript(
 def test_concurrent_requests_are_batched_and_answered_each(
     pixels: np.ndarray, references: dict[str, np.ndarray], triton_server: TritonServer
 ) -> None:
-    name = "mnist-student-fp32"
+    name = "mnist-student-fp32-onnx"
     with contextlib.closing(
         httpclient.InferenceServerClient(triton_server.http_url, concurrency=8)
     ) as client:
@@ -115,7 +114,7 @@ def test_a_bad_request_is_an_error_not_a_crash(triton_server: TritonServer) -> N
         tensor = httpclient.InferInput("INPUT__0", [1, 1, 28, 27], "FP32")
         tensor.set_data_from_numpy(np.zeros((1, 1, 28, 27), dtype=np.float32))
         with pytest.raises(httpclient.InferenceServerException, match="unexpected shape"):
-            client.infer("mnist-student-fp32", [tensor])
+            client.infer("mnist-student-fp32-onnx", [tensor])
         assert client.is_server_ready()
 
 
@@ -132,7 +131,7 @@ def test_kill_then_restart_on_the_same_ports(
     triton_server.restart()
     assert (triton_server.http_url, triton_server.grpc_url) == (http_url, grpc_url)
     assert triton_server.pid != pid
-    name = "mnist-teacher-fp32"
+    name = "mnist-teacher-fp32-onnx"
     np.testing.assert_allclose(
         infer(grpcclient, grpc_url, name, pixels), references[name], rtol=1e-5, atol=1e-5
     )

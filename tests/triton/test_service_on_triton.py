@@ -34,14 +34,14 @@ def digits_and_references(
     tiny_registry: Path, mnist_test_digits: tuple[np.ndarray, np.ndarray]
 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     rows = np.ascontiguousarray(mnist_test_digits[0][:BODY_ROWS], dtype=np.float32)
-    names = ["mnist-teacher-fp32", "mnist-student-fp32", "mnist-student-int8-x86"]
+    names = ["mnist-teacher-fp32-onnx", "mnist-student-fp32-onnx", "mnist-student-int8-x86"]
     return rows, {name: reference_logits(tiny_registry / name / "1", rows) for name in names}
 
 
 def triton_backends(triton: TritonServer, **overrides: object) -> dict[str, dict[str, object]]:
     return {
-        "teacher-fp32": {"kind": "triton", "url": triton.grpc_url, "protocol": "grpc", **overrides},
-        "student-fp32": {"kind": "triton", "url": triton.http_url, "protocol": "http", **overrides},
+        "teacher-fp32-onnx": {"kind": "triton", "url": triton.grpc_url, "protocol": "grpc", **overrides},
+        "student-fp32-onnx": {"kind": "triton", "url": triton.http_url, "protocol": "http", **overrides},
     }
 
 
@@ -53,17 +53,17 @@ def test_forwarding_over_grpc_and_http_equals_in_process(
     rows, references = digits_and_references
     settings = make_settings(tiny_registry, backends=triton_backends(triton_server))
     with run_service(settings) as running, running.client() as client:
-        for model in ("mnist-teacher-fp32", "mnist-student-fp32"):
+        for model in ("mnist-teacher-fp32-onnx", "mnist-student-fp32-onnx"):
             response = client.post(f"/v2/models/{model}/infer", json=body(rows))
             assert response.status_code == 200, response.text
             served = np.asarray(response.json()["outputs"][0]["data"], dtype=np.float32).reshape(
                 BODY_ROWS, 10
             )
             assert_close(served, references[model])
-        labels = {"model": "mnist", "variant": "teacher-fp32", "version": "1", "backend": "triton",
+        labels = {"model": "mnist", "variant": "teacher-fp32-onnx", "version": "1", "backend": "triton",
                   "protocol": "http", "status": "ok"}  # fmt: skip
         assert running.metrics.get_sample_value("slimserve_requests_total", labels) == 1
-        ready = {"model": "mnist", "variant": "teacher-fp32", "version": "1", "backend": "triton"}
+        ready = {"model": "mnist", "variant": "teacher-fp32-onnx", "version": "1", "backend": "triton"}
         assert running.metrics.get_sample_value("slimserve_variant_ready", ready) == 1
 
 
@@ -77,11 +77,11 @@ def silent_server() -> Iterator[str]:
 def test_a_hung_or_missing_triton_makes_its_variant_unavailable(
     tiny_registry: Path, silent_server: str
 ) -> None:
-    backends = {"teacher-fp32": {"kind": "triton", "url": silent_server, "protocol": "http", "health_timeout_s": 0.3},
-                "student-fp32": {"kind": "triton", "url": "127.0.0.1:9", "protocol": "grpc", "health_timeout_s": 0.3}}  # fmt: skip
+    backends = {"teacher-fp32-onnx": {"kind": "triton", "url": silent_server, "protocol": "http", "health_timeout_s": 0.3},
+                "student-fp32-onnx": {"kind": "triton", "url": "127.0.0.1:9", "protocol": "grpc", "health_timeout_s": 0.3}}  # fmt: skip
     with run_service(make_settings(tiny_registry, backends=backends)) as running, running.client() as client:
         rows = np.zeros((1, 1, 28, 28), dtype=np.float32)
-        for model in ("mnist-teacher-fp32", "mnist-student-fp32"):
+        for model in ("mnist-teacher-fp32-onnx", "mnist-student-fp32-onnx"):
             assert client.get(f"/v2/models/{model}/ready").status_code == 503
             answer = client.post(f"/v2/models/{model}/infer", json=body(rows))
             assert answer.status_code == 503, answer.text
@@ -96,12 +96,12 @@ def test_a_triton_slower_than_the_call_timeout_gives_504(
     digits_and_references: tuple[np.ndarray, dict[str, np.ndarray]],
 ) -> None:
     rows, _ = digits_and_references
-    backends = {"teacher-fp32": {"kind": "triton", "url": triton_server.grpc_url, "timeout_s": 0.000001}}
+    backends = {"teacher-fp32-onnx": {"kind": "triton", "url": triton_server.grpc_url, "timeout_s": 0.000001}}
     with run_service(make_settings(tiny_registry, backends=backends)) as running, running.client() as client:
-        answer = client.post("/v2/models/mnist-teacher-fp32/infer", json=body(rows))
+        answer = client.post("/v2/models/mnist-teacher-fp32-onnx/infer", json=body(rows))
         assert answer.status_code == 504, answer.text
         assert "Triton did not answer within" in answer.json()["error"]
-        assert client.get("/v2/models/mnist-teacher-fp32/ready").status_code == 200, (
+        assert client.get("/v2/models/mnist-teacher-fp32-onnx/ready").status_code == 200, (
             "a timeout is not an outage"
         )
 
@@ -133,8 +133,8 @@ def test_triton_killed_under_load_falls_back_then_recovers(
     rows, _ = digits_and_references
     experiments = tmp_path / "experiments.yaml"
     experiments.write_text(yaml.safe_dump({"experiments": [{
-        "name": "tiered", "family": "mnist", "variants": [{"name": "teacher-fp32", "weight": 100}]}]}))  # fmt: skip
-    backends = {"teacher-fp32": {"kind": "triton", "url": triton_server.grpc_url, "fallback": "student-int8-x86",
+        "name": "tiered", "family": "mnist", "variants": [{"name": "teacher-fp32-onnx", "weight": 100}]}]}))  # fmt: skip
+    backends = {"teacher-fp32-onnx": {"kind": "triton", "url": triton_server.grpc_url, "fallback": "student-int8-x86",
                                  "health_interval_s": 0.2, "reset_after_s": 1.0, "failure_threshold": 2}}  # fmt: skip
     settings = make_settings(tiny_registry, backends=backends, routing={"experiments_file": experiments})
     with run_service(settings) as running:
@@ -169,7 +169,7 @@ def check_fallback(
     """Routed answers: the teacher before the kill, the fallback while Triton is down, the teacher again."""
     (killing, killed), (restarting, restarted) = kill, restart
     before = {marker for at, _, marker in outcomes if at < killing}
-    assert before == {"teacher-fp32"}, before
+    assert before == {"teacher-fp32-onnx"}, before
     failed = [(at - killed, marker) for at, status, marker in outcomes if status != 200]
     assert not failed, f"requests failed after the kill: {failed[:5]}"
     down = [(round(at - killed, 3), marker) for at, _, marker in outcomes if killed + 0.5 < at < restarting]
@@ -177,9 +177,9 @@ def check_fallback(
         answer for answer in down if not answer[1].endswith("+fallback")
     ]
     back = [marker for at, _, marker in outcomes if at > restarted + 2.5]  # health interval + breaker reset
-    assert back and set(back) == {"teacher-fp32"}, set(back)
+    assert back and set(back) == {"teacher-fp32-onnx"}, set(back)
     counted = running.metrics.get_sample_value(
         "slimserve_fallbacks_total",
-        {"model": "mnist", "variant": "teacher-fp32", "fallback": "student-int8-x86"},
+        {"model": "mnist", "variant": "teacher-fp32-onnx", "fallback": "student-int8-x86"},
     )
     assert counted == sum(marker.endswith("+fallback") for _, _, marker in outcomes)

@@ -7,12 +7,12 @@ from typing import Any
 from fastapi import APIRouter, Request
 from starlette.responses import JSONResponse, Response
 
+from contract.triton_config import config_as_json
 from service.api.http.context import ServiceContext, context
 from service.api.http.wire import HEADER_LENGTH, decode_infer_request, encode_infer_response, read_body
 from service.dataplane import InferOutcome
 from service.errors import ModelNotReady, SlimServeError
 from service.protocol import WireInferRequest
-from service.registry.triton_config import config_as_json
 
 router = APIRouter(prefix="/v2", tags=["Open Inference Protocol"])
 
