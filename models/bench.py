@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from models.artifacts import INT8_ONNX, INT8_OPENVINO
 from models.pipeline import SCRATCH, STUDENT, TEACHER, BuildResult, build, static_variant
 
 METRICS = (
@@ -76,6 +77,9 @@ def targets(results: Sequence[BuildResult]) -> list[Target]:
     def accuracy(variant: str) -> float:
         return mean(variant, "accuracy") * 100
 
+    def throughput_ratio(variant: str) -> float:
+        return throughput_ratios(results)[variant]
+
     # On the mean accuracies: a per-seed ratio is undefined whenever a seed's teacher does not beat its scratch.
     gap = gap_closed(accuracy(TEACHER), accuracy(SCRATCH), accuracy(STUDENT))
     return [
@@ -93,7 +97,31 @@ def targets(results: Sequence[BuildResult]) -> list[Target]:
         Target(
             "qnnpack accuracy within 0.3 pt of x86", -abs(accuracy(QNNPACK) - accuracy(INT8)), -0.3, " pt"
         ),
+        *(
+            Target(
+                f"{name} accuracy within 0.3 pt of x86", -abs(accuracy(name) - accuracy(INT8)), -0.3, " pt"
+            )
+            for name in (INT8_ONNX, INT8_OPENVINO)
+        ),
+        Target(
+            "OpenVINO int8 batch-32 throughput vs torch x86 int8",
+            throughput_ratio(INT8_OPENVINO),
+            1.5,
+            "×",
+        ),
     ]
+
+
+def throughput_ratios(results: Sequence[BuildResult]) -> dict[str, float]:
+    """Every variant's mean batch-32 throughput over the torch x86 int8's (measured in the same run)."""
+    reference = statistics.fmean(float(r.metrics(INT8)["throughput_batch32_per_second"]) for r in results)
+    return {
+        v.variant: statistics.fmean(
+            float(r.metrics(v.variant)["throughput_batch32_per_second"]) for r in results
+        )
+        / reference
+        for v in results[0].variants
+    }
 
 
 def report(family: str, results: Sequence[BuildResult], command: str) -> str:
@@ -108,7 +136,8 @@ def report(family: str, results: Sequence[BuildResult], command: str) -> str:
         f"{datetime.datetime.now(datetime.UTC).isoformat(timespec='seconds')}",
         "",
         f"Seeds: {len(results)} (mean ± std); build time per seed "
-        f"{statistics.fmean(r.seconds for r in results):.0f} s. Latency and throughput: 1 thread, on model.pt.",
+        f"{statistics.fmean(r.seconds for r in results):.0f} s. Latency and throughput: 1 intra-op thread, on the "
+        "published artifact through the runner the service uses (TorchScript, ONNX Runtime or OpenVINO).",
         "",
         header,
         "|---" * (len(METRICS) + 1) + "|",
@@ -129,6 +158,9 @@ def report(family: str, results: Sequence[BuildResult], command: str) -> str:
         "",
         "KD gap closed per seed: "
         + ", ".join("n/a (no gap)" if math.isnan(g) else f"{g * 100:.0f}%" for g in gaps),
+        "",
+        "Batch-32 throughput relative to the torch x86 int8 (TorchScript): "
+        + ", ".join(f"{name} {ratio:.2f}×" for name, ratio in throughput_ratios(results).items()),
         "",
         "## Targets",
         "",

@@ -42,6 +42,7 @@ class VariantCollector(Collector):
             quantization = card.quantization
             info.add_metric(labels, {
                 "precision": card.precision,
+                "format": str(card.format),
                 "quantization_engine": quantization.engine if quantization else "",
                 "torch_version": card.torch_version,
             })  # fmt: skip

@@ -21,6 +21,8 @@ def _result(teacher: float, scratch: float, kd: float, int8: float, qnnpack: flo
         ("student-fp32", metrics(kd, 500_000, 3_000)),
         ("student-int8-x86", metrics(int8, 150_000, 12_000)),
         ("student-int8-qnnpack", metrics(qnnpack, 150_000, 4_000)),
+        ("student-int8-onnx", metrics(qnnpack, 150_000, 9_000)),
+        ("student-int8-openvino", metrics(int8, 150_000, 19_000)),
     ]
     return BuildResult("mnist", "d", False, [VariantResult(v, f"mnist-{v}", 1, m) for v, m in rows], 1.0)
 
@@ -42,5 +44,9 @@ def test_report_states_each_target_with_its_margin() -> None:
     assert lines["- **PASS** int8 student size reduction vs teacher"]
     assert lines["- **PASS** int8 batch-32 throughput vs teacher"]
     assert lines["- **PASS** qnnpack accuracy within 0.3 pt of x86"]
+    assert lines["- **PASS** student-int8-onnx accuracy within 0.3 pt of x86"]
+    assert lines["- **PASS** OpenVINO int8 batch-32 throughput vs torch x86 int8"].endswith("margin +0.0833×)")
+    assert "student-int8-onnx 0.75×" in text and "student-int8-openvino 1.58×" in text
     missing = report("mnist", [_result(0.985, 0.975, 0.976, 0.970, 0.980)], "cmd")
     assert "- **MISS** KD closes" in missing and "- **MISS** qnnpack" in missing
+    assert "- **MISS** student-int8-onnx accuracy within 0.3 pt" in missing
