@@ -25,7 +25,11 @@ def test_each_legacy_api_is_used_by_one_module_only(api: str) -> None:
         str(path.relative_to(ROOT))
         for package in PACKAGES
         for path in (ROOT / package).rglob("*.py")
-        if any(pattern.search(line) for line in path.read_text().splitlines() if not line.lstrip().startswith(("#", "``")))
+        if any(
+            pattern.search(line)
+            for line in path.read_text().splitlines()
+            if not line.lstrip().startswith(("#", "``"))
+        )
     }
     assert users == allowed
 

@@ -45,7 +45,9 @@ def test_report_states_each_target_with_its_margin() -> None:
     assert lines["- **PASS** int8 batch-32 throughput vs teacher"]
     assert lines["- **PASS** qnnpack accuracy within 0.3 pt of x86"]
     assert lines["- **PASS** student-int8-onnx accuracy within 0.3 pt of x86"]
-    assert lines["- **PASS** OpenVINO int8 batch-32 throughput vs torch x86 int8"].endswith("margin +0.0833×)")
+    assert lines["- **PASS** OpenVINO int8 batch-32 throughput vs torch x86 int8"].endswith(
+        "margin +0.0833×)"
+    )
     assert "student-int8-onnx 0.75×" in text and "student-int8-openvino 1.58×" in text
     missing = report("mnist", [_result(0.985, 0.975, 0.976, 0.970, 0.980)], "cmd")
     assert "- **MISS** KD closes" in missing and "- **MISS** qnnpack" in missing
