@@ -1,0 +1,277 @@
+"""Experiment state in Redis: predictions awaiting labels and tallies, shared by every replica.
+
+The response path only appends to local buffers; one background task writes them behind in a single
+pipeline per round (predictions through one script call, counts merged into one HINCRBY per field), so a
+request never waits for Redis and a busy replica sends few, large writes. Joins are atomic scripts: a label
+takes its prediction exactly once, whichever replica it reaches. Keys are built inside the scripts, so this
+needs one Redis (or a primary with replicas), not Redis Cluster.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+import redis.asyncio as redis
+from redis.asyncio.client import Pipeline
+from redis.exceptions import RedisError
+
+from service.errors import StateUnavailable
+from service.routing.feedback import Prediction
+from service.routing.redis_link import KEY_PREFIX, Outage
+from service.routing.state import OnLateLabels, Taken
+from service.routing.tally import COUNTS, ExperimentTallies, latency_bucket
+
+log = logging.getLogger(__name__)
+
+PREDICTION = f"{KEY_PREFIX}prediction:"
+INDEX = f"{KEY_PREFIX}predictions"  # sorted set: request id -> created, for capacity and age
+EARLY = f"{KEY_PREFIX}early-label:"  # a label that came before its shadow's answer
+TALLY = f"{KEY_PREFIX}tally:"  # hash per experiment and variant: COUNTS and latency buckets "l<index>"
+VARIANTS = f"{KEY_PREFIX}variants:"  # set per experiment: variants with a tally
+DROPPED = f"{KEY_PREFIX}shadow-dropped"  # hash: experiment -> copies dropped
+FLUSH_EVERY_S = 0.005  # gathers a round's writes; a label can find its prediction this soon after the answer
+MAX_BUFFERED = 20_000  # predictions waiting to be written; more are counted as lost
+CHUNK = 500  # predictions per script call
+EARLY_LABEL_TTL_MS = 600_000
+FAILED_BACKOFF_S = 0.5
+
+REMEMBER = """
+local ttl = ARGV[1]
+for i = 5, #ARGV, 2 do
+  redis.call('SET', KEYS[2] .. ARGV[i], ARGV[i + 1], 'PX', ttl)
+  redis.call('ZADD', KEYS[1], ARGV[3], ARGV[i])
+end
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[4])
+local over = redis.call('ZCARD', KEYS[1]) - tonumber(ARGV[2])
+if over > 0 then
+  local oldest = redis.call('ZPOPMIN', KEYS[1], over)
+  for i = 1, #oldest, 2 do redis.call('DEL', KEYS[2] .. oldest[i]) end
+  return over
+end
+return 0
+"""
+TAKE = """
+local value = redis.call('GET', KEYS[1])
+if not value then return false end
+local prediction = cjson.decode(value)
+if #prediction.c ~= tonumber(ARGV[1]) then return {'rows', value} end
+redis.call('DEL', KEYS[1])
+redis.call('ZREM', KEYS[3], ARGV[4])
+if prediction.sv and not prediction.sc then redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3]) end
+return {'ok', value}
+"""
+ANSWER_SHADOW = """
+local value = redis.call('GET', KEYS[1])
+if value then
+  local prediction = cjson.decode(value)
+  prediction.sc = cjson.decode(ARGV[1])
+  redis.call('SET', KEYS[1], cjson.encode(prediction), 'KEEPTTL')
+  return false
+end
+return redis.call('GETDEL', KEYS[2])
+"""
+
+
+def encode(prediction: Prediction) -> str:
+    """Compact JSON without nulls (Lua's cjson turns null into a true value)."""
+    fields: dict[str, Any] = {"m": prediction.model, "v": prediction.variant, "c": prediction.classes,
+                              "t": prediction.created}  # fmt: skip
+    if prediction.experiment is not None:
+        fields["e"] = prediction.experiment
+    if prediction.shadow_variant is not None:
+        fields["sv"] = prediction.shadow_variant
+    if prediction.shadow_classes is not None:
+        fields["sc"] = prediction.shadow_classes
+    return json.dumps(fields, separators=(",", ":"))
+
+
+def decode(value: str) -> Prediction:
+    fields = json.loads(value)
+    shadow_classes = fields.get("sc")
+    return Prediction(fields.get("e"), fields["m"], fields["v"], tuple(fields["c"]), float(fields["t"]),
+                      fields.get("sv"), tuple(shadow_classes) if shadow_classes else None)  # fmt: skip
+
+
+@dataclass(slots=True)
+class _Round:
+    """The writes gathered since the last round."""
+
+    predictions: list[tuple[str, str]]
+    counts: Counter[tuple[str, str]]  # (hash key, field) -> increment
+    variants: set[tuple[str, str]]
+    dropped: Counter[str]
+    shadow_answers: list[tuple[str, str, OnLateLabels]]
+
+    @classmethod
+    def empty(cls) -> _Round:
+        return cls([], Counter(), set(), Counter(), [])
+
+    def __bool__(self) -> bool:
+        return bool(self.predictions or self.counts or self.dropped or self.shadow_answers)
+
+
+class RedisState:
+    def __init__(
+        self, client: redis.Redis, outage: Outage, capacity: int, ttl_s: float, timeout_s: float
+    ) -> None:
+        self._client = client
+        self._outage = outage
+        self._capacity = capacity
+        self._ttl_s = ttl_s
+        self._timeout_s = timeout_s
+        self._round = _Round.empty()
+        self._wake = asyncio.Event()
+        self._flushing = asyncio.Lock()
+        self._writer: asyncio.Task[None] | None = None
+        self._remember = client.register_script(REMEMBER)
+        self._take = client.register_script(TAKE)
+        self._answer_shadow = client.register_script(ANSWER_SHADOW)
+        self._scripts_loaded = False
+
+    # the response path: buffer only
+    def remember(self, request_id: str, prediction: Prediction) -> None:
+        if len(self._round.predictions) >= MAX_BUFFERED:
+            self._outage.lost("prediction", 1, TimeoutError("write-behind buffer full"))
+            return
+        self._round.predictions.append((request_id, encode(prediction)))
+        self._wake.set()
+
+    def count(
+        self, experiment: str, variant: str, counts: dict[str, int], latency_s: float | None = None
+    ) -> None:
+        key = f"{TALLY}{experiment}:{variant}"
+        for name, value in counts.items():
+            self._round.counts[key, name] += value
+        if latency_s is not None:
+            self._round.counts[key, f"l{latency_bucket(latency_s)}"] += 1
+        self._round.variants.add((experiment, variant))
+        self._wake.set()
+
+    def count_shadow_dropped(self, experiment: str) -> None:
+        self._round.dropped[experiment] += 1
+        self._wake.set()
+
+    def answer_shadow(self, request_id: str, classes: tuple[int, ...], on_late_labels: OnLateLabels) -> None:
+        self._round.shadow_answers.append((request_id, json.dumps(classes), on_late_labels))
+        self._wake.set()
+
+    # writing behind
+    async def start(self) -> None:
+        self._writer = asyncio.create_task(self._write_behind(), name="experiment-state-writer")
+
+    async def stop(self) -> None:
+        if self._writer is not None:
+            self._writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._writer
+        with contextlib.suppress(StateUnavailable):
+            await self.settle()  # what this replica still holds, before it goes
+        await self._client.aclose()
+
+    async def _write_behind(self) -> None:
+        while True:
+            await self._wake.wait()
+            await asyncio.sleep(FLUSH_EVERY_S)
+            self._wake.clear()
+            try:
+                await self.settle()
+            except StateUnavailable:
+                await asyncio.sleep(FAILED_BACKOFF_S)
+
+    async def settle(self) -> None:
+        """Write what is buffered now, in order after any round already on its way; StateUnavailable if not."""
+        async with self._flushing:
+            batch, self._round = self._round, _Round.empty()
+            if batch:
+                await self._write(batch)
+
+    async def _write(self, batch: _Round) -> None:
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                if not self._scripts_loaded:  # once per connection to a server (a restarted one forgets them)
+                    for script in (self._remember, self._answer_shadow):
+                        await self._client.script_load(script.script)
+                    self._scripts_loaded = True
+                pipe, answered_from = self._pipeline(batch)
+                results = await pipe.execute()
+        except (RedisError, OSError, TimeoutError) as exc:
+            self._scripts_loaded = False
+            self._outage.lost("prediction", len(batch.predictions), exc)
+            self._outage.lost("count", sum(batch.counts.values()) + sum(batch.dropped.values()), exc)
+            self._outage.lost("shadow_answer", len(batch.shadow_answers), exc)
+            raise StateUnavailable("the experiment state (Redis) cannot be reached") from None
+        self._outage.recovered()
+        for (_, _, on_late_labels), labels in zip(batch.shadow_answers, results[answered_from:], strict=True):
+            if labels:
+                on_late_labels(json.loads(labels))
+
+    def _pipeline(self, batch: _Round) -> tuple[Pipeline, int]:
+        """One round as one pipeline; also where the shadow answers' results start in it."""
+        pipe = self._client.pipeline(transaction=False)
+        now = time.time()
+        keep_ms = int(self._ttl_s * 2 * 1000)  # kept past the TTL so a late label hears "expired"
+        for start in range(0, len(batch.predictions), CHUNK):
+            args: list[Any] = [keep_ms, self._capacity, now, now - self._ttl_s * 2]
+            for request_id, payload in batch.predictions[start : start + CHUNK]:
+                args += (request_id, payload)
+            pipe.evalsha(self._remember.sha, 2, INDEX, PREDICTION, *args)
+        for (key, name), increment in batch.counts.items():
+            pipe.hincrby(key, name, increment)
+        for experiment, variant in batch.variants:
+            pipe.sadd(f"{VARIANTS}{experiment}", variant)
+        for experiment, dropped in batch.dropped.items():
+            pipe.hincrby(DROPPED, experiment, dropped)
+        answered_from = len(pipe)
+        for request_id, classes, _ in batch.shadow_answers:
+            pipe.evalsha(
+                self._answer_shadow.sha, 2, f"{PREDICTION}{request_id}", f"{EARLY}{request_id}", classes
+            )
+        return pipe, answered_from
+
+    # joins and reports: these wait for Redis
+    async def _call(self, operation: Any) -> Any:
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                result = await operation
+        except (RedisError, OSError, TimeoutError) as exc:
+            self._outage.failed(exc)
+            raise StateUnavailable("the experiment state (Redis) cannot be reached; try again") from None
+        self._outage.recovered()
+        return result
+
+    async def take(self, request_id: str, labels: list[int]) -> Taken:
+        keys = [f"{PREDICTION}{request_id}", f"{EARLY}{request_id}", INDEX]
+        args: list[str | int] = [len(labels), json.dumps(labels), EARLY_LABEL_TTL_MS, request_id]
+        found = await self._call(self._take(keys=keys, args=args))
+        if not found:
+            return Taken("unknown id")
+        status, value = found
+        prediction = decode(value)
+        if status == "rows":
+            return Taken(f"needs {len(prediction.classes)} labels, got {len(labels)}")
+        if time.time() - prediction.created > self._ttl_s:
+            return Taken("expired")
+        return Taken("ok", prediction)
+
+    async def tallies(self, experiment: str) -> ExperimentTallies:
+        variants = sorted(await self._call(self._client.smembers(f"{VARIANTS}{experiment}")))
+        pipe = self._client.pipeline(transaction=False)
+        for variant in variants:
+            pipe.hgetall(f"{TALLY}{experiment}:{variant}")
+        pipe.hget(DROPPED, experiment)
+        *hashes, dropped = await self._call(pipe.execute())
+        tallies = ExperimentTallies(shadow_dropped=int(dropped or 0))
+        for variant, fields in zip(variants, hashes, strict=True):
+            tally = tallies.of(variant)
+            tally.add({name: int(fields.get(name, 0)) for name in COUNTS})
+            tally.latency.update(
+                {int(name[1:]): int(value) for name, value in fields.items() if name[0] == "l"}
+            )
+        return tallies
