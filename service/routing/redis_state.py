@@ -33,7 +33,8 @@ log = logging.getLogger(__name__)
 PREDICTION = f"{KEY_PREFIX}prediction:"
 INDEX = f"{KEY_PREFIX}predictions"  # sorted set: request id -> created, for capacity and age
 EARLY = f"{KEY_PREFIX}early-label:"  # a label that came before its shadow's answer
-TALLY = f"{KEY_PREFIX}tally:"  # hash per experiment and variant: COUNTS and latency buckets "l<index>"
+TALLY = f"{KEY_PREFIX}tally:"  # hash per experiment and variant: COUNTS and latency buckets
+LATENCY_FIELD = "latency-bucket-"
 VARIANTS = f"{KEY_PREFIX}variants:"  # set per experiment: variants with a tally
 DROPPED = f"{KEY_PREFIX}shadow-dropped"  # hash: experiment -> copies dropped
 FLUSH_EVERY_S = 0.005  # gathers a round's writes; a label can find its prediction this soon after the answer
@@ -150,7 +151,7 @@ class RedisState:
         for name, value in counts.items():
             self._round.counts[key, name] += value
         if latency_s is not None:
-            self._round.counts[key, f"l{latency_bucket(latency_s)}"] += 1
+            self._round.counts[key, f"{LATENCY_FIELD}{latency_bucket(latency_s)}"] += 1
         self._round.variants.add((experiment, variant))
         self._wake.set()
 
@@ -272,6 +273,10 @@ class RedisState:
             tally = tallies.of(variant)
             tally.add({name: int(fields.get(name, 0)) for name in COUNTS})
             tally.latency.update(
-                {int(name[1:]): int(value) for name, value in fields.items() if name[0] == "l"}
+                {
+                    int(name.removeprefix(LATENCY_FIELD)): int(value)
+                    for name, value in fields.items()
+                    if name.startswith(LATENCY_FIELD)
+                }
             )
         return tallies
