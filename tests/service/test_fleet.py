@@ -7,6 +7,7 @@ replica within 2 s; restarting every replica and Redis keeps weights and tallies
 
 from __future__ import annotations
 
+import asyncio
 import time
 from pathlib import Path
 from typing import Any
@@ -134,3 +135,64 @@ def test_three_replicas_join_report_and_change_as_one(
     weights = {row["variant"]: row["weight"] for row in after[0]["variants"]}
     assert weights == {"student-fp32": 100, "teacher-fp32": 0, "student-int8-x86": 0}
     assert after[0]["variants"][0]["latency_seconds"] == before["variants"][0]["latency_seconds"]
+
+
+async def hammer(url: str, row: np.ndarray, stop: asyncio.Event, workers: int = 16) -> list[int]:
+    """Family requests from ``workers`` clients until ``stop``; every status code."""
+    statuses: list[int] = []
+    async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+
+        async def worker() -> None:
+            while not stop.is_set():
+                statuses.append((await client.post("/v2/models/mnist/infer", json=body(row))).status_code)
+
+        await asyncio.gather(*(worker() for _ in range(workers)))
+    return statuses
+
+
+def test_killing_redis_under_load_fails_no_inference_and_labels_join_once_it_returns(
+    tiny_registry: Path, tmp_path: Path, mnist_test_digits: tuple[np.ndarray, np.ndarray]
+) -> None:
+    images, labels = mnist_test_digits
+    experiments = write_experiments(tmp_path / "experiments.yaml")
+    with running_redis(tmp_path) as redis:
+        settings = settings_for(tiny_registry, experiments, routing={"redis_url": redis.url})
+        with run_service(settings) as running:
+
+            async def outage() -> tuple[list[int], list[httpx.Response]]:
+                stop = asyncio.Event()
+                load = asyncio.create_task(hammer(running.url, images[0], stop))
+                await asyncio.sleep(0.5)
+                await asyncio.to_thread(redis.kill)
+                await asyncio.sleep(1.0)
+                async with httpx.AsyncClient(base_url=running.url, timeout=30) as client:
+                    during = [
+                        await client.get("/v2/health/ready"),
+                        await client.post("/v1/feedback", json={"id": "any", "label": 1}),
+                        await client.get("/v1/experiments/mnist-ab"),
+                    ]
+                await asyncio.to_thread(redis.start)
+                await asyncio.sleep(1.0)
+                stop.set()
+                return await load, during
+
+            statuses, during = asyncio.run(outage())
+            assert statuses and set(statuses) == {200}, f"{len(statuses) - statuses.count(200)} failed"
+            ready, feedback, report_during = during
+            assert ready.status_code == 200
+            assert (feedback.status_code, report_during.status_code) == (503, 503)
+            assert "Redis" in feedback.json()["error"] and feedback.headers["retry-after"]
+            lost = {kind: running.metrics.get_sample_value("slimserve_experiment_state_lost_total", {"kind": kind})
+                    for kind in ("prediction", "count")}  # fmt: skip
+            assert lost["prediction"] and lost["count"], lost
+
+            with running.client() as client:
+                deadline = time.monotonic() + 10
+                joined: list[dict[str, object]] = []
+                while not joined and time.monotonic() < deadline:
+                    request_id = f"after-{time.monotonic()}"
+                    client.post("/v2/models/mnist/infer", json=body(images[3], request_id))
+                    answer = client.post("/v1/feedback", json={"id": request_id, "label": int(labels[3])})
+                    joined = [r for r in answer.json().get("results", []) if r["status"] == "accepted"]
+                assert joined, "labels did not join again after Redis came back"
+                assert running.metrics.get_sample_value("slimserve_experiment_state_up") == 1
