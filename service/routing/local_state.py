@@ -16,6 +16,8 @@ from service.routing.tally import ExperimentTallies, latency_bucket
 
 
 class InProcessState:
+    write_behind_s = 0.0
+
     def __init__(self, capacity: int, ttl_s: float, early_labels_capacity: int) -> None:
         self._predictions = PredictionStore(capacity, ttl_s)
         self._tallies: dict[str, ExperimentTallies] = {}

@@ -6,10 +6,11 @@ lives behind ``ExperimentStores``: in this process by default, in Redis for a fl
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -28,11 +29,16 @@ from service.routing.stores import ExperimentStores
 log = logging.getLogger(__name__)
 
 
+ClassIndex = Annotated[int, Field(ge=0)]
+
+
 class FeedbackItem(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     id: str = Field(min_length=1, max_length=256)
-    label: int | list[int]
+    label: ClassIndex | list[ClassIndex] = Field(
+        description="The true class of each row the request carried."
+    )
 
 
 class ExperimentChange(BaseModel):
@@ -155,7 +161,15 @@ class ExperimentLoop:
 
     # feedback
     async def feedback(self, items: list[FeedbackItem]) -> list[dict[str, Any]]:
+        await self.state.settle()  # this replica's predictions are stored before a label looks for them
         results = [await self._join(item) for item in items]
+        missed = [index for index, result in enumerate(results) if result["status"] == "unknown id"]
+        if (
+            missed and self.state.write_behind_s
+        ):  # another replica's may still be on their way: look once more
+            await asyncio.sleep(self.state.write_behind_s)
+            for index in missed:
+                results[index] = await self._join(items[index])
         await self.state.settle()  # the counts are visible to every replica before the answer is
         return results
 

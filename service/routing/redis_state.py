@@ -38,7 +38,7 @@ LATENCY_FIELD = "latency-bucket-"
 VARIANTS = f"{KEY_PREFIX}variants:"  # set per experiment: variants with a tally
 DROPPED = f"{KEY_PREFIX}shadow-dropped"  # hash: experiment -> copies dropped
 FLUSH_EVERY_S = 0.005  # gathers a round's writes; a label can find its prediction this soon after the answer
-MAX_BUFFERED = 20_000  # predictions waiting to be written; more are counted as lost
+MAX_BUFFERED = 20_000  # predictions (and shadow answers) waiting to be written; more are counted as lost
 CHUNK = 500  # predictions per script call
 EARLY_LABEL_TTL_MS = 600_000
 FAILED_BACKOFF_S = 0.5
@@ -119,6 +119,9 @@ class _Round:
 
 
 class RedisState:
+    # a label racing its prediction's write from another replica waits this long once (a round, a round trip)
+    write_behind_s = 0.05
+
     def __init__(
         self, client: redis.Redis, outage: Outage, capacity: int, ttl_s: float, timeout_s: float
     ) -> None:
@@ -160,6 +163,9 @@ class RedisState:
         self._wake.set()
 
     def answer_shadow(self, request_id: str, classes: tuple[int, ...], on_late_labels: OnLateLabels) -> None:
+        if len(self._round.shadow_answers) >= MAX_BUFFERED:
+            self._outage.lost("shadow_answer", 1, TimeoutError("write-behind buffer full"))
+            return
         self._round.shadow_answers.append((request_id, json.dumps(classes), on_late_labels))
         self._wake.set()
 

@@ -28,6 +28,8 @@ class Taken:
 
 
 class ExperimentState(Protocol):
+    write_behind_s: float  # how long a prediction made elsewhere may take to become visible; 0: at once
+
     def remember(self, request_id: str, prediction: Prediction) -> None:
         """Keep a prediction for its label (response path: never waits, never raises)."""
 
