@@ -12,15 +12,12 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
-from typing import Any
 
-import redis.asyncio as redis
 from pydantic import ValidationError
-from redis.exceptions import RedisError
 
 from service.errors import StateUnavailable
 from service.routing.experiments import Experiment, ExperimentsFile
-from service.routing.redis_link import KEY_PREFIX, Outage
+from service.routing.redis_link import KEY_PREFIX, RedisLink
 
 log = logging.getLogger(__name__)
 
@@ -30,25 +27,14 @@ POLL_EVERY_S = 0.5  # well inside the 2 s in which a change must reach every rep
 
 
 class RedisConfig:
-    def __init__(self, client: redis.Redis, outage: Outage, timeout_s: float) -> None:
-        self._client = client
-        self._outage = outage
-        self._timeout_s = timeout_s
+    def __init__(self, link: RedisLink) -> None:
+        self._link = link
+        self._client = link.client
         self._seed = ExperimentsFile()
         self._seeded = False
         self._version: str | None = None
         self._apply: Callable[[list[Experiment]], None] | None = None
         self._poller: asyncio.Task[None] | None = None
-
-    async def _call(self, operation: Any) -> Any:
-        try:
-            async with asyncio.timeout(self._timeout_s):
-                result = await operation
-        except (RedisError, OSError, TimeoutError) as exc:
-            self._outage.failed(exc)
-            raise StateUnavailable("the experiment state (Redis) cannot be reached; try again") from None
-        self._outage.recovered()
-        return result
 
     async def load(self, seed: ExperimentsFile) -> ExperimentsFile:
         """Redis's copy where it has one; the file's where Redis is unreachable (until it answers)."""
@@ -65,14 +51,14 @@ class RedisConfig:
             pipe = self._client.pipeline(transaction=True)
             for experiment in self._seed.experiments:
                 pipe.hsetnx(EXPERIMENTS, experiment.name, experiment.model_dump_json())
-            added = await self._call(pipe.execute())
+            added = await self._link.call(pipe.execute())
             if any(added):
-                await self._call(self._client.incr(VERSION))
+                await self._link.call(self._client.incr(VERSION))
             self._seeded = True
         pipe = self._client.pipeline(transaction=True)
         pipe.get(VERSION)
         pipe.hgetall(EXPERIMENTS)
-        self._version, stored = await self._call(pipe.execute())
+        self._version, stored = await self._link.call(pipe.execute())
         return [self._parse(stored.get(e.name), e) for e in self._seed.experiments]
 
     @staticmethod
@@ -89,7 +75,7 @@ class RedisConfig:
         pipe = self._client.pipeline(transaction=True)
         pipe.hset(EXPERIMENTS, experiment.name, experiment.model_dump_json())
         pipe.incr(VERSION)
-        await self._call(pipe.execute())
+        await self._link.call(pipe.execute())
 
     async def start(self, apply: Callable[[list[Experiment]], None]) -> None:
         self._apply = apply
@@ -109,7 +95,7 @@ class RedisConfig:
 
     async def refresh(self) -> None:
         """Apply what changed elsewhere since the last look (one GET when nothing did)."""
-        if self._seeded and await self._call(self._client.get(VERSION)) == self._version:
+        if self._seeded and await self._link.call(self._client.get(VERSION)) == self._version:
             return
         experiments = await self._sync()
         if self._apply is not None:

@@ -7,13 +7,17 @@ at most once per interval, until Redis answers again.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
+from typing import Any
 
 import redis.asyncio as redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
 
+from service.errors import StateUnavailable
 from service.metrics import ServiceMetrics
 
 log = logging.getLogger(__name__)
@@ -73,3 +77,23 @@ class Outage:
             log.info("experiment state (Redis) reachable again")
         self._up = True
         self._metrics.experiment_state_up.set(1)
+
+
+class RedisLink:
+    """One client, its time bound and its outage record, shared by the state and the configuration."""
+
+    def __init__(self, client: redis.Redis, outage: Outage, timeout_s: float) -> None:
+        self.client = client
+        self.outage = outage
+        self.timeout_s = timeout_s
+
+    async def call(self, operation: Any) -> Any:  # redis-py types its commands as sync-or-async
+        """Await one Redis operation within the time bound; StateUnavailable (503) when Redis does not answer."""
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                result = await operation
+        except (RedisError, OSError, TimeoutError) as exc:
+            self.outage.failed(exc)
+            raise StateUnavailable("the experiment state (Redis) cannot be reached; try again") from None
+        self.outage.recovered()
+        return result

@@ -18,13 +18,12 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
-import redis.asyncio as redis
 from redis.asyncio.client import Pipeline
 from redis.exceptions import RedisError
 
 from service.errors import StateUnavailable
 from service.routing.feedback import Prediction
-from service.routing.redis_link import KEY_PREFIX, Outage
+from service.routing.redis_link import KEY_PREFIX, RedisLink
 from service.routing.state import OnLateLabels, Taken
 from service.routing.tally import COUNTS, ExperimentTallies, latency_bucket
 
@@ -122,21 +121,20 @@ class RedisState:
     # a label racing its prediction's write from another replica waits this long once (a round, a round trip)
     write_behind_s = 0.05
 
-    def __init__(
-        self, client: redis.Redis, outage: Outage, capacity: int, ttl_s: float, timeout_s: float
-    ) -> None:
-        self._client = client
-        self._outage = outage
+    def __init__(self, link: RedisLink, capacity: int, ttl_s: float) -> None:
+        self._link = link
+        self._client = link.client
+        self._outage = link.outage
+        self._timeout_s = link.timeout_s
         self._capacity = capacity
         self._ttl_s = ttl_s
-        self._timeout_s = timeout_s
         self._round = _Round.empty()
         self._wake = asyncio.Event()
         self._flushing = asyncio.Lock()
         self._writer: asyncio.Task[None] | None = None
-        self._remember = client.register_script(REMEMBER)
-        self._take = client.register_script(TAKE)
-        self._answer_shadow = client.register_script(ANSWER_SHADOW)
+        self._remember = self._client.register_script(REMEMBER)
+        self._take = self._client.register_script(TAKE)
+        self._answer_shadow = self._client.register_script(ANSWER_SHADOW)
         self._scripts_loaded = False
 
     # the response path: buffer only
@@ -243,20 +241,10 @@ class RedisState:
         return pipe, answered_from
 
     # joins and reports: these wait for Redis
-    async def _call(self, operation: Any) -> Any:
-        try:
-            async with asyncio.timeout(self._timeout_s):
-                result = await operation
-        except (RedisError, OSError, TimeoutError) as exc:
-            self._outage.failed(exc)
-            raise StateUnavailable("the experiment state (Redis) cannot be reached; try again") from None
-        self._outage.recovered()
-        return result
-
     async def take(self, request_id: str, labels: list[int]) -> Taken:
         keys = [f"{PREDICTION}{request_id}", f"{EARLY}{request_id}", INDEX]
         args: list[str | int] = [len(labels), json.dumps(labels), EARLY_LABEL_TTL_MS, request_id]
-        found = await self._call(self._take(keys=keys, args=args))
+        found = await self._link.call(self._take(keys=keys, args=args))
         if not found:
             return Taken("unknown id")
         status, value = found
@@ -268,12 +256,12 @@ class RedisState:
         return Taken("ok", prediction)
 
     async def tallies(self, experiment: str) -> ExperimentTallies:
-        variants = sorted(await self._call(self._client.smembers(f"{VARIANTS}{experiment}")))
+        variants = sorted(await self._link.call(self._client.smembers(f"{VARIANTS}{experiment}")))
         pipe = self._client.pipeline(transaction=False)
         for variant in variants:
             pipe.hgetall(f"{TALLY}{experiment}:{variant}")
         pipe.hget(DROPPED, experiment)
-        *hashes, dropped = await self._call(pipe.execute())
+        *hashes, dropped = await self._link.call(pipe.execute())
         tallies = ExperimentTallies(shadow_dropped=int(dropped or 0))
         for variant, fields in zip(variants, hashes, strict=True):
             tally = tallies.of(variant)

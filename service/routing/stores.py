@@ -8,7 +8,7 @@ from service.config import Settings
 from service.metrics import ServiceMetrics
 from service.routing.local_state import FileConfig, InProcessState
 from service.routing.redis_config import RedisConfig
-from service.routing.redis_link import Outage, connect
+from service.routing.redis_link import Outage, RedisLink, connect
 from service.routing.redis_state import RedisState
 from service.routing.state import ExperimentsConfig, ExperimentState
 
@@ -17,20 +17,15 @@ from service.routing.state import ExperimentsConfig, ExperimentState
 class ExperimentStores:
     state: ExperimentState
     config: ExperimentsConfig
-    shared: bool  # True when every replica sees the same state
 
 
 def experiment_stores(settings: Settings, metrics: ServiceMetrics) -> ExperimentStores:
     routing = settings.routing
     if routing.redis_url is None:
         state = InProcessState(routing.feedback_capacity, routing.feedback_ttl_s, routing.shadow_queue_size)
-        return ExperimentStores(state, FileConfig(routing.experiments_file), shared=False)
+        return ExperimentStores(state, FileConfig(routing.experiments_file))
     client = connect(routing.redis_url, routing.redis_timeout_s)  # connects lazily: nothing happens yet
-    outage = Outage(metrics)
+    link = RedisLink(client, Outage(metrics), routing.redis_timeout_s)
     return ExperimentStores(
-        RedisState(
-            client, outage, routing.feedback_capacity, routing.feedback_ttl_s, routing.redis_timeout_s
-        ),
-        RedisConfig(client, outage, routing.redis_timeout_s),
-        shared=True,
+        RedisState(link, routing.feedback_capacity, routing.feedback_ttl_s), RedisConfig(link)
     )

@@ -19,7 +19,7 @@ from service.routing.experiments import Experiment, ExperimentsFile
 from service.routing.feedback import Prediction
 from service.routing.local_state import InProcessState
 from service.routing.redis_config import RedisConfig
-from service.routing.redis_link import Outage, connect
+from service.routing.redis_link import Outage, RedisLink, connect
 from service.routing.redis_state import RedisState
 from tests.redis_server import RedisServer, running_redis
 
@@ -47,13 +47,8 @@ async def replicas(server: RedisServer, count: int = 1, capacity: int = 100) -> 
     made = []
     for _ in range(count):
         metrics = ServiceMetrics(CollectorRegistry())
-        client = connect(server.url, timeout_s=0.25)
-        outage = Outage(metrics)
-        made.append(
-            Replica(
-                RedisState(client, outage, capacity, 60, 0.25), RedisConfig(client, outage, 0.25), metrics
-            )
-        )
+        link = RedisLink(connect(server.url, timeout_s=0.25), Outage(metrics), timeout_s=0.25)
+        made.append(Replica(RedisState(link, capacity, ttl_s=60), RedisConfig(link), metrics))
     try:
         yield made
     finally:
