@@ -189,6 +189,9 @@ class RedisState:
                 await self.settle()
             except StateUnavailable:
                 await asyncio.sleep(FAILED_BACKOFF_S)
+            except Exception:  # a bug in one round must not stop the writer for good
+                log.exception("experiment state: a write-behind round failed")
+                await asyncio.sleep(FAILED_BACKOFF_S)
 
     async def settle(self) -> None:
         """Write what is buffered now, in order after any round already on its way; StateUnavailable if not."""
