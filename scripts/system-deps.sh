@@ -1,11 +1,12 @@
 #!/bin/sh
 # Debian packages beyond Python that a target needs, installed only when missing:
-#   scripts/system-deps.sh test    prometheus + promtool (tests/monitoring runs a real Prometheus)
-#   scripts/system-deps.sh bench   wrk + h2load (the serving benchmark's load generators)
+#   scripts/system-deps.sh test    prometheus + promtool (tests/monitoring runs a real Prometheus),
+#                                  redis-server (the shared experiment state tests run a real Redis)
+#   scripts/system-deps.sh bench   wrk + h2load (the serving benchmark's load generators), redis-server
 set -eu
 case "${1:-test}" in
-    test) packages="prometheus"; commands="prometheus promtool" ;;
-    bench) packages="wrk nghttp2-client"; commands="wrk h2load" ;;
+    test) packages="prometheus redis-server"; commands="prometheus promtool redis-server" ;;
+    bench) packages="wrk nghttp2-client redis-server"; commands="wrk h2load redis-server" ;;
     *) echo "usage: scripts/system-deps.sh test|bench" >&2; exit 2 ;;
 esac
 missing=""

@@ -7,6 +7,7 @@ import signal
 import sys
 
 import uvloop
+from pydantic import ValidationError
 
 from service.config import settings_from_cli
 from service.errors import InvalidInput
@@ -16,7 +17,13 @@ from service.server import serve
 
 
 def main(argv: list[str] | None = None) -> None:
-    settings = settings_from_cli(sys.argv[1:] if argv is None else argv)
+    try:
+        settings = settings_from_cli(sys.argv[1:] if argv is None else argv)
+    except ValidationError as exc:  # a setting that cannot be used: name it, no traceback
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in error['loc'])}: {error['msg']}" for error in exc.errors()
+        )
+        sys.exit(f"python -m service: invalid settings: {problems}")
     logging.basicConfig(
         level=settings.server.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

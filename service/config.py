@@ -7,8 +7,9 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, CliApp, SettingsConfigDict
 
 
@@ -41,6 +42,28 @@ class RegistrySettings(BaseModel):
     )
 
 
+REDIS_SCHEMES = ("redis", "rediss", "unix")
+
+
+def check_redis_url(url: str) -> str:
+    """Refuse a URL redis-py would misread (raises ValueError, which settings report with the field's name)."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018  (raises on a port that is not a number)
+    except ValueError as exc:
+        raise ValueError(f"not a Redis URL ({exc})") from None
+    if parts.scheme not in REDIS_SCHEMES:
+        raise ValueError(f"scheme must be one of {', '.join(REDIS_SCHEMES)}, like redis://host:6379/0")
+    if parts.scheme != "unix" and not parts.hostname:
+        raise ValueError("names no host, like redis://host:6379/0")
+    if parts.scheme == "unix" and not parts.path:
+        raise ValueError("names no socket path, like unix:///run/redis.sock")
+    database = parts.path.lstrip("/") if parts.scheme != "unix" else ""
+    if database and not database.isdigit():
+        raise ValueError(f"database '{database[:16]}' is not a number")
+    return url
+
+
 class RoutingSettings(BaseModel):
     default_variant: str = Field(
         "student-int8-x86", description="Variant that answers calls to a bare family name."
@@ -52,6 +75,19 @@ class RoutingSettings(BaseModel):
     shadow_queue_size: int = Field(1000, ge=1, description="Shadow copies waiting; more are dropped.")
     feedback_capacity: int = Field(100_000, ge=1, description="Predictions kept for ground-truth feedback.")
     feedback_ttl_s: float = Field(3600.0, gt=0, description="How long a prediction waits for its label.")
+    redis_url: str | None = Field(
+        None,
+        description="Experiment state shared by every replica (predictions awaiting labels, tallies, weights), "
+        "like redis://host:6379/0; none: kept in this process.",
+    )
+    redis_timeout_s: float = Field(
+        0.25, gt=0, le=5, description="Bound on every Redis call; inference never waits for one."
+    )
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url_parses(cls, url: str | None) -> str | None:
+        return check_redis_url(url) if url else None
 
 
 class BatchingSettings(BaseModel):

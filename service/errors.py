@@ -93,6 +93,13 @@ class BackendUnavailable(_RetryLater):
     reason = "backend_unavailable"
 
 
+class StateUnavailable(_RetryLater):
+    """The shared experiment state (Redis) cannot be reached: feedback, reports and admin changes wait for it;
+    inference never does."""
+
+    reason = "state_unavailable"
+
+
 class RequestTimeout(SlimServeError):
     http_status = 504
     grpc_code = grpc.StatusCode.DEADLINE_EXCEEDED

@@ -27,6 +27,7 @@ from service.metrics.variants import VariantCollector
 from service.registry.store import ModelStore
 from service.routing.experiments import ExperimentsFile, load_experiments
 from service.routing.loop import ExperimentLoop, check_variants_exist
+from service.routing.stores import experiment_stores
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +74,7 @@ class Runtime:
             metrics,
             self._run_shadow,
             lambda family: variants_on_disk(settings.registry.path, family),
+            experiment_stores(settings, metrics),
         )
         self.dataplane = DataPlane(self.store, self.experiments, metrics, limits, self._fallback_for)
         self._loading: asyncio.Task[None] | None = None
@@ -103,7 +105,7 @@ class Runtime:
         torch.set_num_threads(self.settings.runtime.torch_threads)  # inter-op parallelism is our thread pool
         if self.settings.runtime.gc_young_threshold:
             gc.set_threshold(self.settings.runtime.gc_young_threshold, *self._gc_thresholds[1:])
-        self.experiments.shadow.start()
+        await self.experiments.start()
         self._loading = asyncio.create_task(self._load(), name="load-variants")
 
     async def _load(self) -> None:
@@ -122,7 +124,7 @@ class Runtime:
         if self.settings.runtime.gc_freeze:
             gc.unfreeze()  # what this runtime held can be collected once it is gone (tests start many)
         gc.set_threshold(*self._gc_thresholds)
-        await self.experiments.shadow.stop()
+        await self.experiments.stop()
         if self._loading is not None:
             self._loading.cancel()
             with contextlib.suppress(asyncio.CancelledError):

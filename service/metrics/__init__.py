@@ -125,6 +125,20 @@ class ServiceMetrics:
             registry=registry,
         )
 
+        self.experiment_state_lost = Counter(
+            "slimserve_experiment_state_lost",
+            "Updates to the shared experiment state (Redis) that could not be recorded: predictions "
+            "awaiting labels, tally counts, shadow answers.",
+            ("kind",),
+            registry=registry,
+        )
+        self.experiment_state_up = Gauge(
+            "slimserve_experiment_state_up",
+            "1 while the experiment state store answers (always 1 in-process).",
+            registry=registry,
+        )
+        self.experiment_state_up.set(1)
+
     def series(self, model: str, variant: str, version: str, backend: str, protocol: str) -> RequestSeries:
         """The request series of one variant and protocol; label sets are few, so binding them is cached."""
         key = (model, variant, version, backend, protocol)

@@ -18,7 +18,7 @@ class Prediction:
     model: str  # family
     variant: str
     classes: tuple[int, ...]  # one per row of the request
-    created: float
+    created: float  # wall-clock seconds (time.time): replicas compare it against a shared TTL
     shadow_variant: str | None = None  # set when a shadow copy was queued (one per request at most)
     shadow_classes: tuple[int, ...] | None = None  # its answer; None while still on its way
 
@@ -28,7 +28,7 @@ class Prediction:
 
 
 class PredictionStore:
-    def __init__(self, capacity: int, ttl_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, capacity: int, ttl_s: float, clock: Callable[[], float] = time.time) -> None:
         self._capacity = capacity
         self._ttl = ttl_s
         self._clock = clock

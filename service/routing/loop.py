@@ -1,15 +1,16 @@
 """The experiment loop: assign a variant, remember the prediction, mirror to the shadow, join the label.
 
-It keeps the tallies behind ``GET /v1/experiments`` and applies admin changes atomically, writing them
-back to the experiments file so a restart keeps them.
+What must agree across replicas (predictions awaiting labels, tallies, the experiments' configuration)
+lives behind ``ExperimentStores``: in this process by default, in Redis for a fleet.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -18,21 +19,26 @@ from contract.card import ModelCard
 from service.config import Settings
 from service.errors import InvalidInput, ModelNotFound
 from service.metrics import ServiceMetrics
-from service.routing.experiments import Experiment, ExperimentsFile, Shadow, WeightedVariant, save_experiments
-from service.routing.feedback import Prediction, PredictionStore
+from service.routing.experiments import Experiment, ExperimentsFile, Shadow, WeightedVariant
+from service.routing.feedback import Prediction
+from service.routing.report import experiment_report
 from service.routing.router import Assignment, Router
 from service.routing.shadow import Comparison, RunShadow, ShadowJob, ShadowRunner
-from service.routing.stats import verdict, wilson_interval
-from service.routing.tally import Tallies
+from service.routing.stores import ExperimentStores
 
 log = logging.getLogger(__name__)
+
+
+ClassIndex = Annotated[int, Field(ge=0)]
 
 
 class FeedbackItem(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     id: str = Field(min_length=1, max_length=256)
-    label: int | list[int]
+    label: ClassIndex | list[ClassIndex] = Field(
+        description="The true class of each row the request carried."
+    )
 
 
 class ExperimentChange(BaseModel):
@@ -53,21 +59,42 @@ class ExperimentLoop:
         metrics: ServiceMetrics,
         run_shadow: RunShadow,
         known_variants: Callable[[str], set[str]],
+        stores: ExperimentStores,
     ) -> None:
         self.router = Router(settings, experiments)
-        self._path = settings.routing.experiments_file
+        self._seed = experiments
         self._metrics = metrics
         self._known_variants = known_variants
-        self.predictions = PredictionStore(
-            settings.routing.feedback_capacity, settings.routing.feedback_ttl_s
-        )
-        self.tallies = Tallies()
+        self.state = stores.state
+        self._config = stores.config
         self.shadow = ShadowRunner(settings.routing.shadow_queue_size, run_shadow, self._shadow_done)
-        self._shadow_queue_size = settings.routing.shadow_queue_size
-        # labels that arrived while their request's shadow copy was still queued or running
-        self._labelled_before_shadow: dict[str, tuple[Prediction, list[int]]] = {}
         for experiment in experiments.experiments:  # a 0 series from the start, so alerts can see "no drops"
             metrics.shadow_dropped.labels(experiment.name, experiment.family)
+
+    async def start(self) -> None:
+        """Adopt the stored configuration (admin changes made before this start), then follow changes."""
+        self.adopt((await self._config.load(self._seed)).experiments)
+        await self.state.start()
+        await self._config.start(self.adopt)
+        self.shadow.start()
+
+    async def stop(self) -> None:
+        await self.shadow.stop()
+        await self._config.stop()
+        await self.state.stop()
+
+    def adopt(self, experiments: list[Experiment]) -> None:
+        """Route by configuration changed elsewhere; an experiment naming variants this replica lacks is skipped."""
+        for experiment in experiments:
+            if self.router.experiment(experiment.name) == experiment:
+                continue
+            try:
+                check_variants_exist(experiment, self._known_variants(experiment.family))
+            except InvalidInput as exc:
+                log.error("not adopting a stored change: %s", exc.message)
+                continue
+            self.router.replace(experiment)
+            log.info("experiment %s now routes by %s", experiment.name, experiment.variants)
 
     # the request path
     def route(self, family: str, headers: Mapping[str, str]) -> Assignment:
@@ -92,30 +119,30 @@ class ExperimentLoop:
         experiment = assignment.experiment if assignment else None
         classes = tuple(logits.argmax(axis=1).tolist())
         name = experiment.name if experiment else None
-        prediction = Prediction(name, card.family, card.variant, classes, time.monotonic())
-        self.predictions.put(request_id, prediction)
-        if experiment is None or assignment is None:
-            return
-        tally = self.tallies.of(experiment.name, card.variant)
-        tally.requests += 1
-        tally.latencies.append(seconds)
-        if assignment.shadow:
-            shadow_variant = assignment.shadow.removeprefix(f"{card.family}-")
-            job = ShadowJob(
-                experiment.name, card.variant, shadow_variant, assignment.shadow, request_id, batch, logits
-            )
-            if self.shadow.offer(job):
-                prediction.shadow_variant = shadow_variant
-            else:
-                self.tallies.shadow_dropped[experiment.name] = (
-                    self.tallies.shadow_dropped.get(experiment.name, 0) + 1
+        prediction = Prediction(name, card.family, card.variant, classes, time.time())
+        if experiment is not None and assignment is not None:
+            self.state.count(experiment.name, card.variant, {"requests": 1}, latency_s=seconds)
+            if assignment.shadow:
+                shadow_variant = assignment.shadow.removeprefix(f"{card.family}-")
+                job = ShadowJob(
+                    experiment.name,
+                    card.variant,
+                    shadow_variant,
+                    assignment.shadow,
+                    request_id,
+                    batch,
+                    logits,
                 )
-                self._metrics.shadow_dropped.labels(experiment.name, card.family).inc()
+                if self.shadow.offer(job):
+                    prediction.shadow_variant = shadow_variant
+                else:
+                    self.state.count_shadow_dropped(experiment.name)
+                    self._metrics.shadow_dropped.labels(experiment.name, card.family).inc()
+        self.state.remember(request_id, prediction)
 
     def _shadow_done(self, job: ShadowJob, comparison: Comparison) -> None:
         experiment = self.router.experiment(job.experiment)
-        prediction = self.predictions.get(job.request_id)
-        family = prediction.model if prediction else (experiment.family if experiment else "")
+        family = job.model.removesuffix(f"-{job.shadow}")
         labels = (job.experiment, family, job.primary, job.shadow)
         self._metrics.shadow_comparisons.labels(*labels).inc(comparison.rows)
         self._metrics.shadow_agreements.labels(*labels).inc(comparison.agreed)
@@ -123,93 +150,65 @@ class ExperimentLoop:
         for value in comparison.kl_divergences:
             histogram.observe(float(value))
         if experiment is not None and job.shadow == experiment.reference:
-            tally = self.tallies.of(job.experiment, job.primary)
-            tally.compared += comparison.rows
-            tally.agreed += comparison.agreed
-        if prediction is not None:
-            prediction.shadow_classes = comparison.shadow_classes
-        elif (labelled := self._labelled_before_shadow.pop(job.request_id, None)) is not None:
-            self._count_labelled(labelled[0], job.shadow, comparison.shadow_classes, labelled[1])
+            counts = {"compared": comparison.rows, "agreed": comparison.agreed}
+            self.state.count(job.experiment, job.primary, counts)
+        classes = comparison.shadow_classes
+
+        def count_late_labels(labels: list[int]) -> None:
+            self._count_labelled(job.experiment, family, job.shadow, classes, labels)
+
+        self.state.answer_shadow(job.request_id, classes, count_late_labels)
 
     # feedback
-    def feedback(self, items: list[FeedbackItem]) -> list[dict[str, Any]]:
-        return [self._join(item) for item in items]
+    async def feedback(self, items: list[FeedbackItem]) -> list[dict[str, Any]]:
+        await self.state.settle()  # this replica's predictions are stored before a label looks for them
+        results = [await self._join(item) for item in items]
+        missed = [index for index, result in enumerate(results) if result["status"] == "unknown id"]
+        if (
+            missed and self.state.write_behind_s
+        ):  # another replica's may still be on their way: look once more
+            await asyncio.sleep(self.state.write_behind_s)
+            for index in missed:
+                results[index] = await self._join(items[index])
+        await self.state.settle()  # the counts are visible to every replica before the answer is
+        return results
 
-    def _join(self, item: FeedbackItem) -> dict[str, Any]:
+    async def _join(self, item: FeedbackItem) -> dict[str, Any]:
         labels = [item.label] if isinstance(item.label, int) else item.label
-        waiting = self.predictions.get(item.id)
-        if waiting is not None and len(labels) != len(waiting.classes):
-            return {"id": item.id, "status": f"needs {len(waiting.classes)} labels, got {len(labels)}"}
-        status, prediction = self.predictions.take(item.id)
+        taken = await self.state.take(item.id, labels)
+        prediction = taken.prediction
         if prediction is None:
-            return {"id": item.id, "status": status}
+            return {"id": item.id, "status": taken.status}
         answers = {prediction.variant: prediction.classes}
         if prediction.shadow_variant is not None and prediction.shadow_classes is not None:
             answers[prediction.shadow_variant] = prediction.shadow_classes
         for variant, classes in answers.items():
-            self._count_labelled(prediction, variant, classes, labels)
-        if prediction.shadow_pending:  # the label came before the shadow's answer: it waits for it
-            self._labelled_before_shadow[item.id] = (prediction, labels)
-            while len(self._labelled_before_shadow) > self._shadow_queue_size:
-                self._labelled_before_shadow.pop(next(iter(self._labelled_before_shadow)))
+            self._count_labelled(prediction.experiment, prediction.model, variant, classes, labels)
         return {"id": item.id, "status": "accepted", "variant": prediction.variant,
                 "correct": labels == list(prediction.classes)}  # fmt: skip
 
     def _count_labelled(
-        self, prediction: Prediction, variant: str, classes: tuple[int, ...], labels: list[int]
+        self, experiment: str | None, family: str, variant: str, classes: tuple[int, ...], labels: list[int]
     ) -> None:
-        experiment = prediction.experiment or ""
         correct = sum(int(label == predicted) for label, predicted in zip(labels, classes, strict=True))
-        self._metrics.labelled.labels(experiment, prediction.model, variant).inc(len(labels))
-        self._metrics.labelled_correct.labels(experiment, prediction.model, variant).inc(correct)
-        if prediction.experiment:
-            tally = self.tallies.of(prediction.experiment, variant)
-            tally.labelled += len(labels)
-            tally.correct += correct
+        self._metrics.labelled.labels(experiment or "", family, variant).inc(len(labels))
+        self._metrics.labelled_correct.labels(experiment or "", family, variant).inc(correct)
+        if experiment:
+            self.state.count(experiment, variant, {"labelled": len(labels), "correct": correct})
 
     # reports and changes
-    def report(self, name: str) -> dict[str, Any]:
+    async def report(self, name: str) -> dict[str, Any]:
         experiment = self.router.experiment(name)
         if experiment is None:
             raise ModelNotFound(f"unknown experiment '{name[:64]}'")
-        names = [v.name for v in experiment.variants]
-        extra = [experiment.reference, *([experiment.shadow.variant] if experiment.shadow else [])]
-        names += [n for n in [*extra, *self.tallies.variants(name)] if n not in names]
-        total = sum(self.tallies.of(name, n).requests for n in names)
-        reference = self.tallies.of(name, experiment.reference)
-        variants = []
-        for variant in dict.fromkeys(names):
-            tally = self.tallies.of(name, variant)
-            accuracy = tally.correct / tally.labelled if tally.labelled else None
-            low, high = wilson_interval(tally.correct, tally.labelled)
-            row: dict[str, Any] = {
-                "variant": variant,
-                "weight": experiment.weight_of(variant),
-                "requests": tally.requests,
-                "traffic_share": tally.requests / total if total else None,
-                "labelled": tally.labelled,
-                "online_accuracy": accuracy,
-                "accuracy_ci95": [low, high] if tally.labelled else None,
-                "compared_with_reference": tally.compared,
-                "agreement_with_reference": tally.agreed / tally.compared if tally.compared else None,
-                "latency_seconds": tally.latency_quantiles(),
-            }
-            if variant != experiment.reference:
-                result = verdict(tally.correct, tally.labelled, reference.correct, reference.labelled,
-                                 experiment.margin, experiment.min_samples)  # fmt: skip
-                row["non_inferiority"] = {"p_value": result.p_value, "verdict": result.verdict}
-            variants.append(row)
-        return {
-            **experiment.model_dump(mode="json", exclude={"variants"}),
-            "requests": total,
-            "shadow_dropped": self.tallies.shadow_dropped.get(name, 0),
-            "variants": variants,
-        }
+        await self.state.settle()
+        tallies = await self.state.tallies(name)
+        return experiment_report(experiment, tallies)
 
-    def reports(self) -> list[dict[str, Any]]:
-        return [self.report(experiment.name) for experiment in self.router.experiments()]
+    async def reports(self) -> list[dict[str, Any]]:
+        return [await self.report(experiment.name) for experiment in self.router.experiments()]
 
-    def update(self, name: str, change: ExperimentChange) -> dict[str, Any]:
+    async def update(self, name: str, change: ExperimentChange) -> dict[str, Any]:
         current = self.router.experiment(name)
         if current is None:
             raise ModelNotFound(f"unknown experiment '{name[:64]}'")
@@ -227,11 +226,10 @@ class ExperimentLoop:
         except ValueError as exc:
             raise InvalidInput(f"experiment '{name}': {exc}") from None
         check_variants_exist(experiment, self._known_variants(experiment.family))
+        await self._config.save(experiment)  # first: if the store is away, nothing changes anywhere
         self.router.replace(experiment)
-        if self._path is not None:
-            save_experiments(self._path, ExperimentsFile(experiments=self.router.experiments()))
         log.info("experiment %s changed: %s", name, change.model_dump(exclude_unset=True))
-        return self.report(name)
+        return await self.report(name)
 
 
 def check_variants_exist(experiment: Experiment, known: set[str]) -> None:

@@ -1,41 +1,68 @@
-"""Running tallies per experiment and variant: traffic, latency, labelled accuracy, agreement."""
+"""Running tallies per experiment and variant: traffic, latency, labelled accuracy, agreement.
+
+Latency is kept as a sketch of counts in log-spaced buckets (about 9 % apart) rather than raw samples: counts
+add up across replicas and restarts, so a shared store holds the same sketch the in-process one does.
+"""
 
 from __future__ import annotations
 
-from collections import deque
+import math
+from collections import Counter
 from dataclasses import dataclass, field
 
-import numpy as np
+LATENCY_FLOOR_S = 1e-6
+BUCKETS_PER_DOUBLING = 8
+LATENCY_BUCKETS = 240  # 1 µs × 2**(240/8) ≈ 18 min: every plausible latency has its own bucket
+COUNTS = ("requests", "labelled", "correct", "compared", "agreed")
 
-LATENCY_WINDOW = 10_000
+
+def latency_bucket(seconds: float) -> int:
+    if seconds <= LATENCY_FLOOR_S:
+        return 0
+    index = int(math.log2(seconds / LATENCY_FLOOR_S) * BUCKETS_PER_DOUBLING)
+    return min(index, LATENCY_BUCKETS - 1)
+
+
+def bucket_midpoint(index: int) -> float:
+    """The geometric middle of a bucket: what a quantile falling in it reports."""
+    return LATENCY_FLOOR_S * 2 ** ((index + 0.5) / BUCKETS_PER_DOUBLING)
 
 
 @dataclass(slots=True)
 class VariantTally:
     requests: int = 0
-    latencies: deque[float] = field(default_factory=lambda: deque(maxlen=LATENCY_WINDOW))
     labelled: int = 0
     correct: int = 0
     compared: int = 0  # rows compared against the reference through shadow traffic
     agreed: int = 0
+    latency: Counter[int] = field(default_factory=Counter)  # bucket index -> requests
+
+    def add(self, counts: dict[str, int]) -> None:
+        for name, value in counts.items():
+            setattr(self, name, getattr(self, name) + value)
 
     def latency_quantiles(self) -> dict[str, float | None]:
-        if not self.latencies:
+        total = sum(self.latency.values())
+        if not total:
             return {"p50": None, "p95": None, "p99": None}
-        p50, p95, p99 = np.percentile(np.fromiter(self.latencies, dtype=float), [50, 95, 99])
-        return {"p50": float(p50), "p95": float(p95), "p99": float(p99)}
+        quantiles: dict[str, float | None] = {}
+        ordered = sorted(self.latency.items())
+        for name, q in (("p50", 0.50), ("p95", 0.95), ("p99", 0.99)):
+            rank, seen = q * total, 0
+            for index, count in ordered:
+                seen += count
+                if seen >= rank:
+                    quantiles[name] = bucket_midpoint(index)
+                    break
+        return quantiles
 
 
-class Tallies:
-    def __init__(self) -> None:
-        self._tallies: dict[tuple[str, str], VariantTally] = {}
-        self.shadow_dropped: dict[str, int] = {}
+@dataclass(slots=True)
+class ExperimentTallies:
+    """One experiment's tallies as a report reads them: per variant, plus the shadow copies dropped."""
 
-    def of(self, experiment: str, variant: str) -> VariantTally:
-        key = (experiment, variant)
-        if key not in self._tallies:
-            self._tallies[key] = VariantTally()
-        return self._tallies[key]
+    variants: dict[str, VariantTally] = field(default_factory=dict)
+    shadow_dropped: int = 0
 
-    def variants(self, experiment: str) -> list[str]:
-        return [variant for name, variant in self._tallies if name == experiment]
+    def of(self, variant: str) -> VariantTally:
+        return self.variants.setdefault(variant, VariantTally())

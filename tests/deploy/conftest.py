@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "k8s"
 BIN = Path(sys.executable).parent
 OVERLAYS = ("cpu", "gpu-triton")
-COMPONENTS = ("inflight-hpa", "registry-volume")
+COMPONENTS = ("inflight-hpa", "registry-volume", "redis-experiments")
 # every rendering the docs offer: each overlay alone, and each overlay with every optional component
 RENDERINGS = (*OVERLAYS, *(f"{overlay}+components" for overlay in OVERLAYS))
 

@@ -25,7 +25,7 @@ import yaml
 
 from service.config import Settings
 from service.routing.experiments import ExperimentsFileError, load_experiments
-from tests.deploy.conftest import RENDERINGS, ROOT, Manifest
+from tests.deploy.conftest import OVERLAYS, RENDERINGS, ROOT, Manifest
 
 KUBERNETES_VERSION = "1.37.0"
 CRD_VALIDATORS = {
@@ -35,7 +35,7 @@ CRD_VALIDATORS = {
 # Objects the manifests reference but do not contain, each created as docs/deploy.md says.
 EXTERNAL_SECRETS = {"slimserve-admin": {"admin-token"}}
 EXTERNAL_CLAIMS = {"slimserve-registry"}
-WORKLOADS = ("Deployment",)
+WORKLOADS = ("Deployment", "StatefulSet")
 # The fp32 variants Triton serves; int8 torch kernels are CPU-only and stay in-process.
 TRITON_MODELS = {"mnist-teacher-fp32", "mnist-student-fp32", "mnist-student-scratch-fp32"}
 # Settings sections the service does not read yet (the Triton backend lands later).
@@ -246,8 +246,18 @@ def test_every_config_and_secret_reference_exists(manifests: list[Manifest]) -> 
         **EXTERNAL_SECRETS,
         **{s["metadata"]["name"]: set(s.get("data", {})) for s in of_kind(manifests, "Secret")},
     }
+    claim_templates = {
+        (workload["metadata"]["name"], claim["metadata"]["name"])
+        for workload in of_kind(manifests, "StatefulSet")
+        for claim in workload["spec"].get("volumeClaimTemplates", [])
+    }
     for name, pod in pod_templates(manifests):
         volumes = {volume["name"]: volume for volume in pod["spec"].get("volumes", [])}
+        volumes |= {
+            claim: {"persistentVolumeClaimTemplate": claim}
+            for owner, claim in claim_templates
+            if owner == name
+        }
         for volume in volumes.values():
             if "configMap" in volume:
                 keys = maps[volume["configMap"]["name"]]
@@ -403,7 +413,7 @@ def test_cpu_overlay_keeps_every_variant_in_process(renderings: dict[str, list[M
 def test_pods_run_locked_down(manifests: list[Manifest]) -> None:
     for name, pod in pod_templates(manifests):
         assert pod["spec"]["securityContext"]["runAsNonRoot"] is True, name
-        writable = {v["name"] for v in pod["spec"]["volumes"] if "emptyDir" in v}
+        writable = {v["name"] for v in pod["spec"].get("volumes", []) if "emptyDir" in v}
         for container in containers(pod):
             context = container["securityContext"]
             assert context["readOnlyRootFilesystem"] is True, (name, container["name"])
@@ -416,4 +426,33 @@ def test_pods_run_locked_down(manifests: list[Manifest]) -> None:
             assert [m["name"] for m in tmp if m["name"] in writable], (
                 f"{name}/{container['name']}: writable /tmp"
             )
-        assert pod["spec"].get("topologySpreadConstraints"), name
+        single = [w for w in manifests if w["kind"] in WORKLOADS and w["metadata"]["name"] == name
+                  and w["spec"].get("replicas") == 1]  # fmt: skip
+        assert single or pod["spec"].get("topologySpreadConstraints"), f"{name}: replicas spread"
+
+
+def test_redis_experiments_component_is_reachable_by_slimserve_only(
+    renderings: dict[str, list[Manifest]],
+) -> None:
+    for overlay in OVERLAYS:
+        manifests = renderings[f"{overlay}+components"]
+        redis = named(manifests, "StatefulSet", "slimserve-redis")["spec"]["template"]
+        (container,) = redis["spec"]["containers"]
+        assert container["args"][container["args"].index("--appendonly") + 1] == "yes", "persistence is on"
+        assert container["resources"]["limits"]["memory"]
+        service = named(manifests, "Service", "slimserve-redis")
+        url = container_env(manifests, "slimserve", "slimserve")["SLIMSERVE_ROUTING__REDIS_URL"]
+        assert url == f"redis://{service['metadata']['name']}:{service['spec']['ports'][0]['port']}/0"
+        server_labels = named(manifests, "Deployment", "slimserve")["spec"]["template"]["metadata"]["labels"]
+        policy = named(manifests, "NetworkPolicy", "slimserve-redis")["spec"]
+        (rule,) = policy["ingress"]
+        assert [selects(peer["podSelector"], server_labels) for peer in rule["from"]] == [True]
+        assert policy["egress"] == [] and "Egress" in policy["policyTypes"]
+        egress = named(manifests, "NetworkPolicy", "slimserve")["spec"]["egress"]
+        assert any(
+            selects(peer["podSelector"], redis["metadata"]["labels"])
+            for rule in egress
+            for peer in rule.get("to", [])
+            if "namespaceSelector" not in peer
+        ), "slimserve may reach Redis"
+    assert not of_kind(renderings["cpu"], "StatefulSet"), "Redis only with the component"

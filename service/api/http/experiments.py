@@ -28,12 +28,12 @@ CHANGE_BODY: dict[str, Any] = {
 
 @router.get("/experiments", summary="Every experiment: traffic, online accuracy, agreement, latency, verdict")
 async def experiments(request: Request) -> dict[str, Any]:
-    return {"experiments": context(request).dataplane.experiments.reports()}
+    return {"experiments": await context(request).dataplane.experiments.reports()}
 
 
 @router.get("/experiments/{name}", summary="One experiment's report")
 async def experiment(request: Request, name: str) -> dict[str, Any]:
-    return context(request).dataplane.experiments.report(name)
+    return await context(request).dataplane.experiments.report(name)
 
 
 @router.put(
@@ -44,7 +44,7 @@ async def change_experiment(request: Request, name: str) -> dict[str, Any]:
     require_admin(ctx.settings.admin.token, request.headers.get("authorization"))
     body = await read_body(request, ctx.settings.limits.max_request_bytes)
     change = ExperimentChange.model_validate(parse_json(body))
-    return ctx.dataplane.experiments.update(name, change)
+    return await ctx.dataplane.experiments.update(name, change)
 
 
 @router.post(
@@ -55,5 +55,5 @@ async def feedback(request: Request) -> dict[str, Any]:
     body = await read_body(request, ctx.settings.limits.max_request_bytes)
     parsed = FEEDBACK.validate_python(parse_json(body))
     items = parsed if isinstance(parsed, list) else [parsed]
-    results = ctx.dataplane.experiments.feedback(items)
+    results = await ctx.dataplane.experiments.feedback(items)
     return {"accepted": sum(r["status"] == "accepted" for r in results), "results": results}
