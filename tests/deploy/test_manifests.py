@@ -4,7 +4,7 @@ Kubernetes kinds: kubernetes-validate (bundled OpenAPI schemas, strict: unknown 
 KUBERNETES_VERSION. CRD kinds: ServiceMonitor against the pydantic models that cloudcoil generates from the
 Prometheus operator's published CRD schemas (patterns, enums, types), made strict by a round trip that must
 give back every field (a field the schema does not know is dropped and so fails). PrometheusRule: the same, on
-k8s/monitoring/prometheus-rule.yaml (not rendered by an overlay: the monitoring stack applies it); any other
+k8s/monitoring rendered (its own kustomization, applied beside the overlays, into their namespace); any other
 CRD kind fails the test until it gets a validator here.
 """
 
@@ -21,11 +21,10 @@ from typing import Any
 
 import kubernetes_validate
 import pytest
-import yaml
 
-from service.config import Settings
+from service.config import BackendSettings, Settings
 from service.routing.experiments import ExperimentsFileError, load_experiments
-from tests.deploy.conftest import RENDERINGS, ROOT, Manifest
+from tests.deploy.conftest import RENDERINGS, ROOT, Manifest, kustomize
 
 KUBERNETES_VERSION = "1.37.0"
 CRD_VALIDATORS = {
@@ -38,8 +37,6 @@ EXTERNAL_CLAIMS = {"slimserve-registry"}
 WORKLOADS = ("Deployment",)
 # The fp32 variants Triton serves; int8 torch kernels are CPU-only and stay in-process.
 TRITON_MODELS = {"mnist-teacher-fp32", "mnist-student-fp32", "mnist-student-scratch-fp32"}
-# Settings sections the service does not read yet (the Triton backend lands later).
-PENDING_SECTIONS = {"backends"}
 
 
 @pytest.fixture(params=RENDERINGS)
@@ -136,7 +133,9 @@ def test_every_object_is_valid_for_its_schema(manifests: list[Manifest]) -> None
 
 
 def test_the_alert_rules_are_valid_for_the_prometheus_rule_schema() -> None:
-    rule = yaml.safe_load((ROOT / "k8s" / "monitoring" / "prometheus-rule.yaml").read_text())
+    rendered = kustomize(ROOT / "k8s" / "monitoring")  # as `kubectl apply -k k8s/monitoring` applies it
+    assert [(m["kind"], m["metadata"]["namespace"]) for m in rendered] == [("PrometheusRule", "slimserve")]
+    (rule,) = rendered
     validate(rule)
     broken = copy.deepcopy(rule)
     broken["spec"]["groups"][0]["rules"][0]["recordd"] = broken["spec"]["groups"][0]["rules"][0].pop("record")
@@ -319,9 +318,10 @@ def test_settings_are_fields_the_service_reads(
         if not key.startswith("SLIMSERVE_"):
             continue
         section, field = key.removeprefix("SLIMSERVE_").lower().split("__", 1)
-        if section in PENDING_SECTIONS:
-            continue
         assert section in sections, key
+        if section == "backends":  # per variant: SLIMSERVE_BACKENDS__<VARIANT>__<FIELD>
+            assert field.split("__")[-1] in BackendSettings.model_fields, key
+            continue
         annotation = sections[section].annotation
         assert annotation is not None and field in annotation.model_fields, key
     for key, value in env.items():
@@ -390,6 +390,18 @@ def test_triton_serves_the_fp32_variants_the_service_points_at(
                 == f"{service['metadata']['name']}:{grpc_port}"
             )
     assert pointed == loaded
+
+    configured: dict[str, dict[str, str]] = {}
+    for key, value in env.items():
+        if key.startswith("SLIMSERVE_BACKENDS__"):
+            variant, field = key.removeprefix("SLIMSERVE_BACKENDS__").lower().rsplit("__", 1)
+            configured.setdefault(variant, {})[field] = value
+    settings = Settings(_env_file=None, backends=configured)
+    backends = {name: settings.backend_for(name, name.removeprefix("mnist-")) for name in loaded}
+    for name, backend in backends.items():  # routed calls must be answered while Triton is down
+        fallback = f"mnist-{backend.fallback}"
+        assert backend.fallback and fallback in registry_model_names(tiny_registry), name
+        assert fallback not in loaded, f"{name}: its fallback {fallback} runs in-process, not on Triton"
 
 
 def test_cpu_overlay_keeps_every_variant_in_process(renderings: dict[str, list[Manifest]]) -> None:

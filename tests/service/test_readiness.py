@@ -8,6 +8,8 @@ rows with a real Triton that goes away under load are in ``tests/triton/test_fai
 from __future__ import annotations
 
 import socket
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,7 +17,10 @@ import httpx
 import pytest
 import yaml
 
+from service.backends.base import Backend
+from service.registry.artifacts import ModelVersion
 from tests.harness import ADMIN, make_settings, run_service
+from tests.service.faults import FaultyBackend
 
 TEACHER = "mnist-teacher-fp32"
 DEFAULT = "mnist-student-int8-x86"  # the variant a bare family call goes to
@@ -46,9 +51,28 @@ def routed_to_teacher(tmp_path: Path) -> dict[str, Path]:
     return {"experiments_file": experiments}
 
 
-def test_all_loaded_everything_ready(tiny_registry: Path) -> None:
-    with run_service(make_settings(tiny_registry)) as running, running.client() as client:
+def test_a_variant_still_loading_keeps_the_pod_out_but_not_a_family_that_answers(tiny_registry: Path) -> None:
+    gate = threading.Event()
+
+    def gated(backend: Backend, model: ModelVersion) -> Backend:
+        return FaultyBackend(backend, load_gate=gate) if model.card.name == TEACHER else backend
+
+    settings = make_settings(tiny_registry)
+    with (
+        run_service(settings, backend_wrapper=gated, wait_ready=False) as running,
+        running.client() as client,
+    ):
+        deadline = time.monotonic() + 60
+        while state_of(client, DEFAULT)[0] != "READY":  # loaded before the teacher (name order)
+            assert time.monotonic() < deadline, "the default variant never loaded"
+            time.sleep(0.05)
+        assert statuses(client, TEACHER, DEFAULT) == (503, 200, 503, 200)
+        assert state_of(client, TEACHER)[0] == "LOADING"
+        assert "variants are still loading" in client.get("/v2/health/ready").json()["error"]
+        gate.set()
+        running.wait_loaded()
         assert statuses(client, TEACHER, DEFAULT) == (200, 200, 200, 200)
+        assert state_of(client, TEACHER) == ("READY", "")
 
 
 @pytest.mark.parametrize("strict", [False, True])
@@ -66,6 +90,7 @@ def test_the_routed_variant_unloaded_without_fallback_takes_the_pod_out(tiny_reg
     with run_service(make_settings(tiny_registry)) as running, running.client() as client:
         assert client.post(f"/v2/repository/models/{DEFAULT}/unload", headers=ADMIN).status_code == 200
         assert statuses(client, TEACHER, DEFAULT) == (503, 503, 200, 503)
+        assert state_of(client, DEFAULT) == ("UNAVAILABLE", "unloaded")
         error = client.get("/v2/health/ready").json()["error"]
         assert f"family 'mnist' routes to '{DEFAULT}', which cannot answer" in error
         assert "it has no fallback" in error
@@ -92,6 +117,7 @@ def test_routed_triton_down_without_fallback_is_not_ready(
     with run_service(settings, wait_ready=False) as running, running.client() as client:
         running.wait_loaded()
         assert statuses(client, TEACHER) == (503, 503, 503)
+        assert state_of(client, TEACHER)[0] == "UNAVAILABLE"
 
 
 def test_triton_down_for_a_variant_no_family_routes_to_keeps_the_pod_ready(
@@ -100,6 +126,7 @@ def test_triton_down_for_a_variant_no_family_routes_to_keeps_the_pod_ready(
     backends = {"teacher-fp32": {"kind": "triton", "url": closed_port}}
     with run_service(make_settings(tiny_registry, backends=backends)) as running, running.client() as client:
         assert statuses(client, TEACHER, DEFAULT) == (200, 200, 503, 200)
+        assert state_of(client, TEACHER)[0] == "UNAVAILABLE"
 
 
 def test_strict_readiness_wants_every_loaded_variant_to_answer_by_itself(
@@ -111,6 +138,7 @@ def test_strict_readiness_wants_every_loaded_variant_to_answer_by_itself(
     with run_service(settings, wait_ready=False) as running, running.client() as client:
         running.wait_loaded()
         assert statuses(client, TEACHER) == (503, 200, 503)
+        assert state_of(client, TEACHER)[0] == "UNAVAILABLE"
         assert (
             f"strict readiness: '{TEACHER}' version 1 is UNAVAILABLE"
             in client.get("/v2/health/ready").json()["error"]
