@@ -21,6 +21,7 @@ from typing import Any
 
 import kubernetes_validate
 import pytest
+import yaml
 
 from service.config import BackendSettings, Settings
 from service.routing.experiments import ExperimentsFileError, load_experiments
@@ -429,3 +430,18 @@ def test_pods_run_locked_down(manifests: list[Manifest]) -> None:
                 f"{name}/{container['name']}: writable /tmp"
             )
         assert pod["spec"].get("topologySpreadConstraints"), name
+
+
+def test_the_objects_docs_deploy_md_shows_are_valid() -> None:
+    """The registry claim and the pod that fills it, as the docs give them, with the access mode they advise."""
+    text = (ROOT / "docs" / "deploy.md").read_text()
+    blocks = [
+        block for block in re.findall(r"```yaml\n(.*?)```", text, flags=re.DOTALL) if "apiVersion:" in block
+    ]
+    documents = [document for block in blocks for document in yaml.safe_load_all(block) if document]
+    assert {d["kind"] for d in documents} == {"PersistentVolumeClaim", "Pod"}
+    for document in documents:
+        validate(document)
+    claim = next(d for d in documents if d["kind"] == "PersistentVolumeClaim")
+    assert claim["metadata"]["name"] in EXTERNAL_CLAIMS
+    assert "ReadWriteOnce" not in claim["spec"]["accessModes"], "many pods on many nodes mount it"

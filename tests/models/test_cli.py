@@ -70,6 +70,10 @@ def test_verify_passes_then_fails_on_tampering(
     out = capsys.readouterr().out
     assert "FAIL mnist-student-fp32:1" in out and "model.pt: sha256 mismatch" in out
     assert main(["verify", "--registry", str(registry_copy), "mnist-teacher-fp32"]) == 0
+    capsys.readouterr()
+    assert main(["verify", "--registry", str(registry_copy), "mnist"]) == 1, "a family: each of its variants"
+    out = capsys.readouterr().out
+    assert out.count("OK ") == 4 and out.count("FAIL ") == 1
 
 
 def test_python_m_models_runs_without_traceback(tiny_registry: Path) -> None:
