@@ -296,17 +296,7 @@ class DataPlane:
     def _fallback(
         self, unavailable: str, assignment: Assignment | None, error: SlimServeError
     ) -> ServedVariant:
-        """The variant that answers a routed call while ``unavailable`` cannot; a direct call gets ``error``,
-        saying truthfully whether a fallback exists (it only ever answers routed calls)."""
-        fallback = self.readiness.fallback_model(unavailable)
-        if fallback is None:
-            raise type(error)(f"{error.message}; it has no fallback") from None
-        if assignment is None:
-            raise type(error)(
-                f"{error.message}; no fallback applies to direct calls "
-                f"(its fallback '{fallback}' answers calls to the family only)"
-            ) from None
-        served = self.store.find(fallback, None)
+        served = self.readiness.substitute(unavailable, routed=assignment is not None, error=error)
         card = served.model.card
         self._metrics.fallbacks.labels(
             card.family, unavailable.removeprefix(f"{card.family}-"), card.variant

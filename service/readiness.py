@@ -44,6 +44,21 @@ class Readiness:
         fallback = self._fallback_for(name, card.variant)
         return f"{card.family}-{fallback}" if fallback else None
 
+    def substitute(self, unavailable: str, *, routed: bool, error: SlimServeError) -> ServedVariant:
+        """The variant that answers a routed call while ``unavailable`` cannot. Otherwise ``error`` again,
+        saying truthfully why no fallback answers: none is set, or a fallback only answers routed calls."""
+        fallback = self.fallback_model(unavailable)
+        if fallback is None:
+            raise type(error)(f"{error.message}; it has no fallback")
+        if not routed:
+            raise type(error)(
+                f"{error.message}; no fallback applies to direct calls "
+                f"(its fallback '{fallback}' answers calls to the family only)"
+            )
+        if not self._store.has(fallback):
+            raise type(error)(f"{error.message}; its fallback '{fallback}' is not in the registry")
+        return self._store.find(fallback, None)
+
     def answers(self, name: str) -> bool:
         """A routed call assigned to ``name`` would get an answer: from it, or from its fallback."""
         if self.answers_directly(name):
