@@ -133,7 +133,7 @@ class TritonBackend:
             raise self._failed(f"cannot be reached ({exc})") from None
         except InferenceServerException as exc:
             status = str(exc.status())
-            if status in MODEL_MISSING:
+            if status in MODEL_MISSING or "unknown model" in exc.message():  # older Tritons: HTTP 400
                 raise self._failed(
                     f"does not serve '{self._model_name}' ({exc.message()})", trip=True
                 ) from None
