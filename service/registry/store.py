@@ -225,7 +225,7 @@ class ModelStore:
             served = max(ready or versions.values(), key=lambda candidate: candidate.version)
         if served.state is not State.READY:
             why = f": {served.reason}" if served.reason else ""
-            raise ModelNotReady(f"model '{name}' version {served.version} is {served.state}{why}")
+            raise ModelNotReady(f"model '{name}' version {served.version} is not ready ({served.state}{why})")
         if not served.backend.ready:
             raise BackendUnavailable(
                 f"model '{name}' version {served.version} is unavailable: {unavailable_reason(served.backend)}"
