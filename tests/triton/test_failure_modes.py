@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -76,13 +76,11 @@ def readiness(client: httpx.Client) -> tuple[int, int, int, str]:
             client.get(f"/v2/models/{TRITON_MODEL}/ready").status_code, index[TRITON_MODEL]["state"])  # fmt: skip
 
 
-def wait_for(condition: object, timeout_s: float = 20.0) -> None:
+def wait_for(condition: Callable[[], bool], timeout_s: float = 20.0) -> None:
     deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if callable(condition) and condition():
-            return
+    while not condition():
+        assert time.monotonic() < deadline, f"not true within {timeout_s} s"
         time.sleep(0.1)
-    raise AssertionError(f"not true within {timeout_s} s")
 
 
 def errors_logged(caplog: pytest.LogCaptureFixture) -> list[str]:
