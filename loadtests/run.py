@@ -36,7 +36,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     run.add_argument("--registry", type=Path, default=Path("registry"),
                      help="registry to serve (built with `python -m models build` when missing)")  # fmt: skip
     run.add_argument(
-        "--host", help="target a running service (http://127.0.0.1:PORT) instead of starting one"
+        "--host",
+        help="target a running service (http://127.0.0.1:PORT) instead of starting one; it must run with an "
+        "experiments file routing the family (--routing.experiments_file loadtests/experiments.yaml): the "
+        "report's split, labels and agreement come from that experiment",
     )
     run.add_argument("--grpc-host", help="its gRPC address (default: the --host's address, port 8001)")
     run.add_argument(

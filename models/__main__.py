@@ -125,11 +125,13 @@ def _show(args: argparse.Namespace) -> int:
 
 def _verify(args: argparse.Namespace) -> int:
     models = layout.list_models(args.registry)
-    if args.name is not None:
-        family = {name: found for name, found in models.items() if name.startswith(f"{args.name}-")}
-        if args.name not in models and not family:
-            raise ArtifactError(f"{args.name}: no such model or family in {args.registry}")
-        models = {args.name: models[args.name]} if args.name in models else family
+    if args.name is not None:  # a model (mnist-teacher-fp32) or a family (mnist: each of its variants)
+        chosen = [n for n in models if n == args.name] or [n for n in models if n.startswith(f"{args.name}-")]
+        if not chosen:
+            raise ArtifactError(
+                f"{args.name}: no such model or family in {args.registry} (models: {', '.join(models)})"
+            )
+        models = {name: models[name] for name in chosen}
     failures = 0
     for name, found in models.items():
         for version in found:

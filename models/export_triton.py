@@ -15,8 +15,11 @@ With ``python_backend`` (a test option) configs say ``backend: "python"`` and a 
 ``model.py`` (``models/triton_python_backend/model.py``, which runs ``model.onnx`` with ONNX Runtime) is
 written beside each artifact: the stand-in for Triton builds that only have the python backend.
 
-The whole output is assembled in a temporary directory beside ``out`` and renamed into place, so a reader
-never sees a partial repository and a failed export leaves ``out`` as it was.
+``out`` may already exist, and may be a mount point (an emptyDir in a pod whose root filesystem is
+read-only), so it is never renamed or replaced itself: the models are assembled in a hidden staging
+directory inside it (same filesystem, so renames work), then each takes its place with one rename, after
+what ``out`` held before is moved aside. A model directory never appears half-written, and an export that
+fails while staging leaves ``out`` as it was.
 """
 
 from __future__ import annotations
@@ -123,7 +126,7 @@ def export_triton(
     """Write a Triton model repository at ``out`` with the latest version of each chosen variant.
 
     ``variants`` are model names (``mnist-student-fp32``) or variant names (``student-fp32``); None exports
-    every fp32 variant. Returns the exported model names. ``out`` is replaced as a whole, atomically.
+    every fp32 variant. Returns the exported model names. What ``out`` held before is replaced.
     """
     registry_path = registry
     chosen = _choose(registry_path, variants)
@@ -131,9 +134,13 @@ def export_triton(
         verify_files(version)
     _refuse_unservable(chosen, gpu=gpu, python_backend=python_backend)
     out = out.absolute()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex}"
+    if out.exists() and not out.is_dir():
+        raise TritonExportError(f"{out}: exists and is not a directory")
+    created = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)
+    staging = out / f".export-{uuid.uuid4().hex}"
     staging.mkdir()
+    published = False
     try:
         for name, version in chosen.items():
             _export_one(registry_path, version, staging, gpu=gpu, python_backend=python_backend)
@@ -145,10 +152,10 @@ def export_triton(
                     name,
                     engine,
                 )
-        _replace_dir(staging, out)
+        _publish(staging, out)
+        published = True
     finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
+        shutil.rmtree(out if created and not published else staging, ignore_errors=True)
     return list(chosen)
 
 
@@ -170,18 +177,28 @@ def _export_one(
     (model_dir / layout.CONFIG_FILE).write_text(text_format.MessageToString(config))
 
 
-def _replace_dir(staging: Path, out: Path) -> None:
-    """Rename ``staging`` to ``out``; an existing ``out`` is moved aside first and removed afterwards."""
-    if not out.exists():
-        os.rename(staging, out)
-        return
-    if not out.is_dir():
-        raise TritonExportError(f"{out}: exists and is not a directory")
-    previous = out.parent / f".{out.name}.old-{uuid.uuid4().hex}"
-    os.rename(out, previous)
+def _publish(staging: Path, out: Path) -> None:
+    """Move what ``out`` holds aside (into ``staging``, removed with it), then each staged model into ``out``.
+
+    Renames within one directory tree: they work on a mount point, where renaming ``out`` itself fails
+    (EBUSY), and need nothing writable outside ``out``. If a rename fails, what ``out`` held is put back.
+    """
+    previous = staging / ".previous"
+    previous.mkdir()
+    models = [entry for entry in staging.iterdir() if entry != previous]
+    moved_aside: list[str] = []
+    published: list[str] = []
     try:
-        os.rename(staging, out)
+        for entry in out.iterdir():
+            if entry != staging:
+                os.rename(entry, previous / entry.name)
+                moved_aside.append(entry.name)
+        for model in models:
+            os.rename(model, out / model.name)
+            published.append(model.name)
     except OSError:
-        os.rename(previous, out)
+        for name in published:
+            os.rename(out / name, staging / name)
+        for name in moved_aside:
+            os.rename(previous / name, out / name)
         raise
-    shutil.rmtree(previous, ignore_errors=True)

@@ -3,8 +3,9 @@
 The tritonserver 2.51 inside the nvidia-pytriton wheel runs from its own virtualenv (``.triton-venv``, made by
 ``scripts/triton-venv.sh``: it pins numpy<2). It has only the python backend, so variants are exported with
 ``python_backend=True``: the same TorchScript, served by a python-backend ``model.py``. The server binds
-loopback only, on the ports it is given; metrics are off. It is stopped by PID (its stubs with it: they share
-its process group).
+loopback only, on the ports it is given; metrics are off. Model control is ``none`` (everything in the
+repository, fixed) or ``explicit`` (everything loaded at start, then loaded and unloaded by API calls, as the
+gpu-triton overlay runs it). It is stopped by PID (its stubs with it: they share its process group).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
@@ -95,6 +97,7 @@ class TritonServer:
     http_port: int
     grpc_port: int
     log_path: Path
+    model_control: Literal["none", "explicit"] = "none"
     shm_prefix: str = field(default_factory=lambda: f"slimserve-test-{os.getpid()}-{uuid.uuid4().hex[:8]}-")
     process: subprocess.Popen[bytes] | None = None
 
@@ -116,7 +119,8 @@ class TritonServer:
         return [
             str(self.install.tritonserver),
             f"--model-repository={self.repository}",
-            "--model-control-mode=none",
+            f"--model-control-mode={self.model_control}",
+            *(["--load-model=*"] if self.model_control == "explicit" else []),
             "--strict-readiness=true",
             "--exit-on-error=true",
             f"--backend-directory={self.install.backend_dir}",

@@ -38,7 +38,9 @@ class RegistrySettings(BaseModel):
         "latest", description="Load only the newest version of each variant, or every version."
     )
     strict_readiness: bool = Field(
-        True, description="Server is ready only when every variant is ready (Triton's default)."
+        False,
+        description="Server is ready only when every loaded variant answers by itself, through no fallback "
+        "(Triton's strict readiness). Off: ready when every routed family can answer.",
     )
 
 

@@ -10,7 +10,7 @@ import itertools
 import logging
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,6 +32,7 @@ from service.errors import (
 )
 from service.metrics import RequestSeries, ServiceMetrics
 from service.protocol import InferRequest, InferResponse, Tensor
+from service.readiness import Readiness
 from service.registry.store import ModelStore, ServedVariant, State, parse_version
 from service.routing.loop import ExperimentLoop
 from service.routing.router import Assignment
@@ -87,11 +88,11 @@ class DataPlane:
         experiments: ExperimentLoop,
         metrics: ServiceMetrics,
         limits: Limits,
-        fallback_for: Callable[[str, str], str | None],
+        readiness: Readiness,
     ) -> None:
         self.store = store
         self.experiments = experiments
-        self._fallback_for = fallback_for
+        self.readiness = readiness
         self.draining = False  # set on SIGTERM: not ready, still serving until the server stops accepting
         self._metrics = metrics
         self._limits = limits
@@ -102,7 +103,12 @@ class DataPlane:
         return True
 
     def ready(self) -> bool:
-        return not self.draining and self.store.ready()
+        return not self.not_ready_reasons()
+
+    def not_ready_reasons(self) -> list[str]:
+        if self.draining:
+            return ["the server is draining (shutting down)"]
+        return self.readiness.problems()
 
     def server_metadata(self) -> dict[str, Any]:
         return {"name": "slimserve", "version": __version__, "extensions": EXTENSIONS}
@@ -137,6 +143,9 @@ class DataPlane:
         return load_config(served.model.directory.parent, served.model.card)
 
     def model_ready(self, model: str, version: str | None) -> bool:
+        """A variant: it answers itself. A family: its routed calls get answers (fallbacks included)."""
+        if self.store.is_family(model) and version is None:
+            return self.readiness.family_ready(model)
         name = self.resolve_name(model)
         try:
             self.store.find(name, parse_version(version))
@@ -146,7 +155,7 @@ class DataPlane:
 
     def repository_index(self) -> list[dict[str, Any]]:
         index = [
-            {"name": s.name, "version": str(s.version), "state": str(s.state), "reason": s.reason}
+            dict(zip(("state", "reason"), s.status(), strict=True), name=s.name, version=str(s.version))
             for s in self.store.all()
         ]
         index += [
@@ -173,17 +182,19 @@ class DataPlane:
     # inference
     def count_rejected(self, model: str, protocol: str, error: SlimServeError) -> None:
         """Count a request the transport refused before it reached ``infer`` (it could not be decoded)."""
+        labels = self._labels_of(model, protocol)
+        self._metrics.requests.labels(**labels, status=error.reason).inc()
+
+    def _labels_of(self, model: str, protocol: str) -> dict[str, str]:
+        """Labels of a request to ``model`` before (or without) a variant serving it: the family's name for
+        a family, the variant's own labels for a known variant, ready or not."""
         labels = {"model": "", "variant": "", "version": "", "backend": "", "protocol": protocol}
         if self.store.is_family(model):
             labels["model"] = model
-        else:
-            try:
-                served = self.store.find(model, None)
-            except SlimServeError:
-                pass
-            else:
-                labels |= variant_labels_of(served)
-        self._metrics.requests.labels(**labels, status=error.reason).inc()
+        elif self.store.has(model):
+            versions = self.store.versions_of(model)
+            labels |= variant_labels_of(versions[max(versions)])
+        return labels
 
     async def infer(
         self,
@@ -197,16 +208,18 @@ class DataPlane:
     ) -> InferOutcome:
         """Run one request. ``deadline_s`` is the client's own remaining time (a gRPC deadline)."""
         started = time.perf_counter()
-        labels = {"model": "", "variant": "", "version": "", "backend": "", "protocol": protocol}
+        labels = self._labels_of(model, protocol)
         served: ServedVariant | None = None
         fell_back = False
         try:
             assignment = self.experiments.route(model, headers) if self.store.is_family(model) else None
             wanted = assignment.model if assignment else model
+            if self.store.has(wanted):
+                labels = self._labels_of(wanted, protocol)
             try:
                 served = self.store.find(wanted, parse_version(version))
-            except BackendUnavailable:
-                served, fell_back = self._fallback(model, wanted, assignment), True
+            except (BackendUnavailable, ModelNotReady) as unavailable:
+                served, fell_back = self._fallback(wanted, assignment, unavailable), True
             card = served.model.card
             labels |= variant_labels_of(served)
             batch = prepare_input(
@@ -217,13 +230,18 @@ class DataPlane:
                 allow_non_finite=self._limits.allow_non_finite,
             )
             outputs = select_outputs(served.name, card.signature, request)
+            deadline = asyncio.get_running_loop().time() + self._timeout(served, request, deadline_s)
             try:
-                result = await self._run(served, batch, request, deadline_s, labels)
-            except BackendUnavailable:  # the remote backend went away mid-request: idempotent, so retry
-                served, fell_back = self._fallback(model, served.name, assignment), True
+                result = await self._run(served, batch, deadline, labels)
+            except (BackendUnavailable, ModelNotReady) as unavailable:
+                if fell_back:
+                    raise
+                # the backend could not answer (Triton went away, lost the model, timed out): inference is
+                # idempotent, so a routed call is retried once on the fallback, within the same deadline
+                served, fell_back = self._fallback(served.name, assignment, unavailable), True
                 card = served.model.card
                 labels |= variant_labels_of(served)
-                result = await self._run(served, batch, request, deadline_s, labels)
+                result = await self._run(served, batch, deadline, labels)
         except Exception as exc:
             error = self._as_client_error(exc, model)
             self._metrics.requests.labels(**labels, status=error.reason).inc()
@@ -259,18 +277,13 @@ class DataPlane:
         return InferOutcome(response, served, assignment, fell_back)
 
     async def _run(
-        self,
-        served: ServedVariant,
-        batch: np.ndarray,
-        request: InferRequest,
-        deadline_s: float | None,
-        labels: dict[str, str],
+        self, served: ServedVariant, batch: np.ndarray, deadline: float, labels: dict[str, str]
     ) -> BatchResult:
         in_flight = self._series(labels).in_flight
         in_flight.inc()
         try:
             # no await between finding the variant and queueing on it: a reload cannot slip in between
-            async with asyncio.timeout(self._timeout(served, request, deadline_s)):
+            async with asyncio.timeout_at(deadline):
                 return await served.batcher.infer(batch)
         finally:
             in_flight.dec()
@@ -280,16 +293,14 @@ class DataPlane:
             labels["model"], labels["variant"], labels["version"], labels["backend"], labels["protocol"]
         )
 
-    def _fallback(self, family: str, unavailable: str, assignment: Assignment | None) -> ServedVariant:
-        """The in-process variant that answers routed traffic while ``unavailable``'s backend is down."""
-        original = unavailable.removeprefix(f"{family}-")
-        fallback = self._fallback_for(unavailable, original) if assignment is not None else None
-        if fallback is None:
-            raise BackendUnavailable(
-                f"model '{unavailable}' is unavailable and has no fallback for this call"
-            )
-        served = self.store.find(f"{family}-{fallback}", None)
-        self._metrics.fallbacks.labels(family, original, fallback).inc()
+    def _fallback(
+        self, unavailable: str, assignment: Assignment | None, error: SlimServeError
+    ) -> ServedVariant:
+        served = self.readiness.substitute(unavailable, routed=assignment is not None, error=error)
+        card = served.model.card
+        self._metrics.fallbacks.labels(
+            card.family, unavailable.removeprefix(f"{card.family}-"), card.variant
+        ).inc()
         return served
 
     @staticmethod

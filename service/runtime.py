@@ -24,6 +24,7 @@ from service.config import Settings
 from service.dataplane import DataPlane, Limits
 from service.metrics import ServiceMetrics
 from service.metrics.variants import VariantCollector
+from service.readiness import Readiness
 from service.registry.store import ModelStore
 from service.routing.experiments import ExperimentsFile, load_experiments
 from service.routing.loop import ExperimentLoop, check_variants_exist
@@ -76,7 +77,10 @@ class Runtime:
             lambda family: variants_on_disk(settings.registry.path, family),
             experiment_stores(settings, metrics),
         )
-        self.dataplane = DataPlane(self.store, self.experiments, metrics, limits, self._fallback_for)
+        self.readiness = Readiness(
+            self.store, self.experiments.router, self._fallback_for, strict=settings.registry.strict_readiness
+        )
+        self.dataplane = DataPlane(self.store, self.experiments, metrics, limits, self.readiness)
         self._loading: asyncio.Task[None] | None = None
         self._gc_thresholds = gc.get_threshold()
         self._collector = VariantCollector(self.store, self.experiments)
@@ -115,8 +119,16 @@ class Runtime:
             # otherwise walk the whole heap (torch, numpy, the web stack) and pause the loop ~0.1 s each.
             gc.collect()
             gc.freeze()
-        states = {f"{s.name}:{s.version}": str(s.state) for s in self.store.all()}
-        log.info("variants: %s; server ready: %s", states, self.store.ready())
+        for served in self.store.all():
+            log.log(
+                logging.INFO if served.serving else logging.WARNING,
+                "variant %s",
+                Readiness.variant_line(served),
+            )
+        problems = self.readiness.problems()
+        log.log(
+            logging.WARNING if problems else logging.INFO, "server ready: %s", "; ".join(problems) or "yes"
+        )
         for line in self._on_ready:
             log.info("%s", line)
 

@@ -48,6 +48,17 @@ class RunningService:
     def client(self, **kwargs: Any) -> httpx.Client:
         return httpx.Client(base_url=self.url, timeout=30, **kwargs)
 
+    def wait_loaded(self, timeout_s: float = 120) -> None:
+        """Until no variant is LOADING any more (for a test where the server is not meant to become ready)."""
+        deadline = time.monotonic() + timeout_s
+        with self.client() as client:
+            while time.monotonic() < deadline:
+                answer = client.get("/v2/health/ready")
+                if answer.status_code == 200 or "still loading" not in answer.json()["error"]:
+                    return
+                time.sleep(0.05)
+        raise TimeoutError(f"variants of {self.url} still loading after {timeout_s} s")
+
 
 @contextlib.contextmanager
 def run_service(

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import numpy as np
+
+from service.backends.breaker import CircuitBreaker
 
 
 class Backend(Protocol):
@@ -20,3 +22,18 @@ class Backend(Protocol):
 
     @property
     def ready(self) -> bool: ...
+
+
+@runtime_checkable
+class RemoteBackend(Backend, Protocol):
+    """A backend in another process (Triton): guarded by a circuit breaker, and able to say why it is down."""
+
+    breaker: CircuitBreaker
+    unavailable_reason: str
+
+
+def unavailable_reason(backend: Backend) -> str:
+    """Why ``backend`` cannot answer now, as precisely as it can tell."""
+    if isinstance(backend, RemoteBackend) and backend.unavailable_reason:
+        return backend.unavailable_reason
+    return "its backend is not ready"

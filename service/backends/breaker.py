@@ -1,8 +1,9 @@
 """A circuit breaker for a remote backend: stop calling a server that is down, try again later.
 
-CLOSED: calls go through; ``failure_threshold`` consecutive connection failures open it. OPEN: calls are
-refused at once (the caller falls back) until ``reset_after_s`` has passed. HALF_OPEN: one trial (a call
-or a health check) decides: success closes it, failure opens it again.
+CLOSED: calls go through; ``failure_threshold`` consecutive connection failures open it, and so does one
+definite "this model cannot be served here" (``trip``). OPEN: calls are refused at once (the caller falls
+back) until ``reset_after_s`` has passed. HALF_OPEN: one trial (a call or a health check) decides: success
+closes it, failure opens it again.
 """
 
 from __future__ import annotations
@@ -47,6 +48,10 @@ class CircuitBreaker:
     def record_failure(self) -> None:
         self._failures += 1
         if self.state is BreakerState.HALF_OPEN or self._failures >= self._threshold:
-            if self._opened_at is None:
-                self.opened_count += 1
-            self._opened_at = self._clock()
+            self.trip()
+
+    def trip(self) -> None:
+        """Open now, whatever the count: the server said it cannot serve, no need to ask again."""
+        if self._opened_at is None:
+            self.opened_count += 1
+        self._opened_at = self._clock()

@@ -3,7 +3,9 @@
 Requests queue per variant; a worker takes the first, waits up to ``max_delay`` for more rows, runs them
 as one batch and hands each caller its own slice. The queue is bounded: when it is full the caller gets
 Overloaded (503) at once instead of the server growing memory. If a batch fails, its requests are retried
-one by one so a bad request cannot fail its neighbours.
+one by one so a bad request cannot fail its neighbours; but if it failed because the backend cannot answer
+at all (BackendUnavailable), every request of the batch gets that error at once: sending each of them
+again to the same dead backend would only multiply the calls, the waiting and the log lines.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from service.backends.base import Backend
-from service.errors import ModelNotReady, Overloaded
+from service.errors import BackendUnavailable, ModelNotReady, Overloaded
 
 log = logging.getLogger(__name__)
 
@@ -164,6 +166,11 @@ class DynamicBatcher:
             return
         try:
             outputs = await self._timed_infer(np.concatenate([item.batch for item in items]), items)
+        except BackendUnavailable as exc:
+            for item in items:
+                if not item.future.done():
+                    item.future.set_exception(exc)
+            return
         except Exception:
             log.warning("%s: batch of %d requests failed; retrying them one by one", self.name, len(items))
             for item in items:

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from prometheus_client.core import GaugeMetricFamily, InfoMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from service.backends.base import RemoteBackend
+from service.backends.breaker import BreakerState
 from service.metrics import VARIANT_LABELS
-from service.registry.store import ModelStore, State
+from service.registry.store import ModelStore
 from service.routing.loop import ExperimentLoop
 
 
@@ -36,9 +38,24 @@ class VariantCollector(Collector):
             "queue": GaugeMetricFamily("slimserve_queue_depth", "Requests waiting for a batch.",
                                        labels=VARIANT_LABELS),
         }  # fmt: skip
+        breaker_state = GaugeMetricFamily(
+            "slimserve_breaker_state",
+            "Circuit breaker of a remote (Triton) variant: 1 for the state it is in, 0 for the others.",
+            labels=[*VARIANT_LABELS, "state"],
+        )
+        breaker_opens = CounterMetricFamily(
+            "slimserve_breaker_opens",
+            "Times the circuit breaker of a remote (Triton) variant opened.",
+            labels=VARIANT_LABELS,
+        )
         for served in self._store.all():
             card = served.model.card
             labels = [card.family, card.variant, str(card.version), served.backend.kind]
+            if isinstance(served.backend, RemoteBackend):
+                breaker = served.backend.breaker
+                for state in BreakerState:
+                    breaker_state.add_metric([*labels, state], 1.0 if breaker.state is state else 0.0)
+                breaker_opens.add_metric(labels, breaker.opened_count)
             quantization = card.quantization
             info.add_metric(labels, {
                 "precision": card.precision,
@@ -46,8 +63,7 @@ class VariantCollector(Collector):
                 "quantization_engine": quantization.engine if quantization else "",
                 "torch_version": card.torch_version,
             })  # fmt: skip
-            serving = served.state is State.READY and served.backend.ready
-            families["ready"].add_metric(labels, 1.0 if serving else 0.0)
+            families["ready"].add_metric(labels, 1.0 if served.serving else 0.0)
             families["queue"].add_metric(labels, served.batcher.queue_depth)
             families["load"].add_metric(labels, served.load_seconds)
             for key, card_key in (("bytes", "bytes"), ("parameters", "parameters"), ("accuracy", "accuracy")):
@@ -56,6 +72,8 @@ class VariantCollector(Collector):
                     families[key].add_metric(labels, float(value))
         yield info
         yield from families.values()
+        yield breaker_state
+        yield breaker_opens
         margins = GaugeMetricFamily(
             "slimserve_experiment_margin_ratio",
             "Non-inferiority margin of an experiment against its reference variant.",

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from service.backends.base import Backend
+from service.backends.base import Backend, unavailable_reason
 from service.batching.batcher import DynamicBatcher
 from service.config import Settings
 from service.errors import BackendUnavailable, InvalidInput, ModelLoadFailed, ModelNotFound, ModelNotReady
@@ -37,6 +37,9 @@ class State(enum.StrEnum):
     UNAVAILABLE = "UNAVAILABLE"
 
 
+UNLOADED = "unloaded"  # the reason of a variant taken out by model control
+
+
 @dataclass(slots=True)
 class ServedVariant:
     model: ModelVersion
@@ -53,6 +56,22 @@ class ServedVariant:
     @property
     def name(self) -> str:
         return self.model.card.name
+
+    @property
+    def unloaded(self) -> bool:
+        """Taken out by model control (an operator's choice), not broken."""
+        return self.state is State.UNAVAILABLE and self.reason == UNLOADED
+
+    @property
+    def serving(self) -> bool:
+        """Loaded and its backend can answer now (a remote backend may be down while the variant is loaded)."""
+        return self.state is State.READY and self.backend.ready
+
+    def status(self) -> tuple[str, str]:
+        """(state, reason) as clients see it: a loaded variant whose backend is down is UNAVAILABLE."""
+        if self.state is State.READY and not self.backend.ready:
+            return str(State.UNAVAILABLE), unavailable_reason(self.backend)
+        return str(self.state), self.reason
 
     @property
     def version(self) -> int:
@@ -136,7 +155,7 @@ class ModelStore:
 
     async def unload_model(self, name: str) -> None:
         for served in self.versions_of(name).values():
-            await self._retire(served, "unloaded")
+            await self._retire(served, UNLOADED)
         log.info("%s unloaded", name)
 
     async def _retire(self, served: ServedVariant, reason: str) -> None:
@@ -173,7 +192,7 @@ class ModelStore:
 
     async def unload_all(self) -> None:
         for served in self.all():
-            await self._retire(served, "unloaded")
+            await self._retire(served, UNLOADED)
 
     def all(self) -> list[ServedVariant]:
         return [served for versions in self._variants.values() for served in versions.values()]
@@ -181,16 +200,12 @@ class ModelStore:
     def families(self) -> dict[str, list[str]]:
         return self._families
 
+    def has(self, name: str) -> bool:
+        """``name`` is a variant of the registry (loaded, loading, unavailable or unloaded)."""
+        return name in self._variants
+
     def is_family(self, name: str) -> bool:
         return name in self._families and name not in self._variants
-
-    def ready(self) -> bool:
-        if not self.loaded or self.registry_error:
-            return False
-        states = [served.state for served in self.all()]
-        if self._settings.registry.strict_readiness:
-            return bool(states) and all(state is State.READY for state in states)
-        return State.READY in states
 
     def versions_of(self, name: str) -> dict[int, ServedVariant]:
         if not MODEL_NAME.match(name) or name not in self._variants:
@@ -209,7 +224,10 @@ class ModelStore:
             ready = [served for served in versions.values() if served.state is State.READY]
             served = max(ready or versions.values(), key=lambda candidate: candidate.version)
         if served.state is not State.READY:
-            raise ModelNotReady(f"model '{name}' version {served.version} is not ready ({served.state})")
+            why = f": {served.reason}" if served.reason else ""
+            raise ModelNotReady(f"model '{name}' version {served.version} is not ready ({served.state}{why})")
         if not served.backend.ready:
-            raise BackendUnavailable(f"model '{name}' version {served.version}: its backend is unavailable")
+            raise BackendUnavailable(
+                f"model '{name}' version {served.version} is unavailable: {unavailable_reason(served.backend)}"
+            )
         return served

@@ -4,7 +4,7 @@ Kubernetes kinds: kubernetes-validate (bundled OpenAPI schemas, strict: unknown 
 KUBERNETES_VERSION. CRD kinds: ServiceMonitor against the pydantic models that cloudcoil generates from the
 Prometheus operator's published CRD schemas (patterns, enums, types), made strict by a round trip that must
 give back every field (a field the schema does not know is dropped and so fails). PrometheusRule: the same, on
-k8s/monitoring/prometheus-rule.yaml (not rendered by an overlay: the monitoring stack applies it); any other
+k8s/monitoring rendered (its own kustomization, applied beside the overlays, into their namespace); any other
 CRD kind fails the test until it gets a validator here.
 """
 
@@ -23,9 +23,9 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from service.config import Settings
+from service.config import BackendSettings, Settings
 from service.routing.experiments import ExperimentsFileError, load_experiments
-from tests.deploy.conftest import OVERLAYS, RENDERINGS, ROOT, Manifest
+from tests.deploy.conftest import OVERLAYS, RENDERINGS, ROOT, Manifest, kustomize
 
 KUBERNETES_VERSION = "1.37.0"
 CRD_VALIDATORS = {
@@ -36,10 +36,8 @@ CRD_VALIDATORS = {
 EXTERNAL_SECRETS = {"slimserve-admin": {"admin-token"}}
 EXTERNAL_CLAIMS = {"slimserve-registry"}
 WORKLOADS = ("Deployment", "StatefulSet")
-# The fp32 variants Triton serves; int8 torch kernels are CPU-only and stay in-process.
-TRITON_MODELS = {"mnist-teacher-fp32", "mnist-student-fp32", "mnist-student-scratch-fp32"}
-# Settings sections the service does not read yet (the Triton backend lands later).
-PENDING_SECTIONS = {"backends"}
+# The fp32 ONNX variants Triton serves; the int8 variants stay in-process on CPU.
+TRITON_MODELS = {"mnist-teacher-fp32-onnx", "mnist-student-fp32-onnx"}
 
 
 @pytest.fixture(params=RENDERINGS)
@@ -136,7 +134,9 @@ def test_every_object_is_valid_for_its_schema(manifests: list[Manifest]) -> None
 
 
 def test_the_alert_rules_are_valid_for_the_prometheus_rule_schema() -> None:
-    rule = yaml.safe_load((ROOT / "k8s" / "monitoring" / "prometheus-rule.yaml").read_text())
+    rendered = kustomize(ROOT / "k8s" / "monitoring")  # as `kubectl apply -k k8s/monitoring` applies it
+    assert [(m["kind"], m["metadata"]["namespace"]) for m in rendered] == [("PrometheusRule", "slimserve")]
+    (rule,) = rendered
     validate(rule)
     broken = copy.deepcopy(rule)
     broken["spec"]["groups"][0]["rules"][0]["recordd"] = broken["spec"]["groups"][0]["rules"][0].pop("record")
@@ -329,9 +329,10 @@ def test_settings_are_fields_the_service_reads(
         if not key.startswith("SLIMSERVE_"):
             continue
         section, field = key.removeprefix("SLIMSERVE_").lower().split("__", 1)
-        if section in PENDING_SECTIONS:
-            continue
         assert section in sections, key
+        if section == "backends":  # per variant: SLIMSERVE_BACKENDS__<VARIANT>__<FIELD>
+            assert field.split("__")[-1] in BackendSettings.model_fields, key
+            continue
         annotation = sections[section].annotation
         assert annotation is not None and field in annotation.model_fields, key
     for key, value in env.items():
@@ -401,6 +402,18 @@ def test_triton_serves_the_fp32_variants_the_service_points_at(
             )
     assert pointed == loaded
 
+    configured: dict[str, dict[str, str]] = {}
+    for key, value in env.items():
+        if key.startswith("SLIMSERVE_BACKENDS__"):
+            variant, field = key.removeprefix("SLIMSERVE_BACKENDS__").lower().rsplit("__", 1)
+            configured.setdefault(variant, {})[field] = value
+    settings = Settings(_env_file=None, backends=configured)
+    backends = {name: settings.backend_for(name, name.removeprefix("mnist-")) for name in loaded}
+    for name, backend in backends.items():  # routed calls must be answered while Triton is down
+        fallback = f"mnist-{backend.fallback}"
+        assert backend.fallback and fallback in registry_model_names(tiny_registry), name
+        assert fallback not in loaded, f"{name}: its fallback {fallback} runs in-process, not on Triton"
+
 
 def test_cpu_overlay_keeps_every_variant_in_process(renderings: dict[str, list[Manifest]]) -> None:
     manifests = renderings["cpu"]
@@ -456,3 +469,18 @@ def test_redis_experiments_component_is_reachable_by_slimserve_only(
             if "namespaceSelector" not in peer
         ), "slimserve may reach Redis"
     assert not of_kind(renderings["cpu"], "StatefulSet"), "Redis only with the component"
+
+
+def test_the_objects_docs_deploy_md_shows_are_valid() -> None:
+    """The registry claim and the pod that fills it, as the docs give them, with the access mode they advise."""
+    text = (ROOT / "docs" / "deploy.md").read_text()
+    blocks = [
+        block for block in re.findall(r"```yaml\n(.*?)```", text, flags=re.DOTALL) if "apiVersion:" in block
+    ]
+    documents = [document for block in blocks for document in yaml.safe_load_all(block) if document]
+    assert {d["kind"] for d in documents} == {"PersistentVolumeClaim", "Pod"}
+    for document in documents:
+        validate(document)
+    claim = next(d for d in documents if d["kind"] == "PersistentVolumeClaim")
+    assert claim["metadata"]["name"] in EXTERNAL_CLAIMS
+    assert "ReadWriteOnce" not in claim["spec"]["accessModes"], "many pods on many nodes mount it"

@@ -9,10 +9,12 @@ from collections.abc import Callable
 import numpy as np
 
 from service.backends.base import Backend
+from service.errors import BackendUnavailable
 
 
 class FaultyBackend:
-    """Delegates to a real backend, optionally slower, blocked at load, or failing on poisoned rows."""
+    """Delegates to a real backend, optionally slower, blocked at load, failing on poisoned rows, or down
+    (every call raises BackendUnavailable, as a remote backend that cannot answer does)."""
 
     def __init__(
         self,
@@ -21,12 +23,14 @@ class FaultyBackend:
         infer_delay_s: float = 0.0,
         load_gate: threading.Event | None = None,
         poisoned: Callable[[np.ndarray], bool] | None = None,
+        down: threading.Event | None = None,
     ) -> None:
         self.inner = inner
         self.kind = inner.kind
         self.infer_delay_s = infer_delay_s
         self.load_gate = load_gate
         self.poisoned = poisoned
+        self.down = down
         self.batches: list[int] = []
 
     @property
@@ -42,6 +46,8 @@ class FaultyBackend:
         self.batches.append(int(batch.shape[0]))
         if self.infer_delay_s:
             await asyncio.sleep(self.infer_delay_s)
+        if self.down is not None and self.down.is_set():
+            raise BackendUnavailable("injected fault: the backend cannot answer")
         if self.poisoned is not None and any(self.poisoned(row) for row in batch):
             raise RuntimeError("injected fault: poisoned row in batch")
         return await self.inner.infer(batch)

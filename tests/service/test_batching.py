@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from pathlib import Path
 
 import httpx
@@ -97,3 +98,27 @@ def test_a_failing_request_does_not_fail_its_batch_neighbours(
     for index in [0, 4, 6, 15]:
         served = np.asarray(responses[index].json()["outputs"][0]["data"], dtype=np.float32)
         assert_close(served, references["mnist-student-fp32"][index])
+
+
+def test_a_batch_its_backend_cannot_answer_is_not_resent_request_by_request(
+    tiny_registry: Path, digits: np.ndarray
+) -> None:
+    """Each caller gets the 503 of its batch; the dead backend is asked once per batch, not once per request."""
+    down = threading.Event()
+    down.set()
+    wrapped: list[FaultyBackend] = []
+
+    def unavailable(backend: Backend, model: ModelVersion) -> Backend:
+        if model.card.variant != "teacher-fp32":
+            return backend
+        wrapped.append(FaultyBackend(backend, infer_delay_s=0.05, down=down))
+        return wrapped[-1]
+
+    settings = make_settings(tiny_registry, batching={"max_batch_size": 32})
+    with run_service(settings, backend_wrapper=unavailable) as running:
+        responses = asyncio.run(post_all(running.url, "mnist-teacher-fp32", list(digits[:32])))
+    assert {r.status_code for r in responses} == {503}
+    assert all("the backend cannot answer" in r.json()["error"] for r in responses)
+    calls = wrapped[0].batches
+    assert sum(calls) == 32, f"batches sent to the dead backend: {calls}"
+    assert max(calls) > 1, "the requests were never batched: the test proves nothing"

@@ -198,7 +198,9 @@ def test_sigterm_drains_without_losing_an_accepted_request(registry: Path) -> No
     terminated = time.monotonic()
     process.send_signal(signal.SIGTERM)
     time.sleep(0.3)
-    assert httpx.get(f"{url}/v2/health/ready").status_code == 503, "not ready at once after SIGTERM"
+    draining = httpx.get(f"{url}/v2/health/ready")
+    assert draining.status_code == 503, "not ready at once after SIGTERM"
+    assert "draining" in draining.json()["error"], "says why: draining, not loading"
     assert process.wait(timeout=30) == 0
     reader.join(timeout=10)
     process.stderr.close()

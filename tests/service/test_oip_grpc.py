@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -211,3 +212,16 @@ def test_deadline_unavailable_and_internal(tiny_registry: Path, digits: np.ndarr
         assert errors, "a queue of one never overflowed"
         assert {e.status() for e in errors} == {str(grpc.StatusCode.UNAVAILABLE)}
         assert all("queue is full" in (e.message() or "") for e in errors)
+
+
+def test_an_unsupported_method_is_unimplemented_without_an_error_logged(
+    stub: service_pb2_grpc.GRPCInferenceServiceStub, caplog: pytest.LogCaptureFixture
+) -> None:
+    with pytest.raises(grpc.RpcError) as refused:
+        stub.SystemSharedMemoryStatus(pb.SystemSharedMemoryStatusRequest())
+    assert refused.value.code() is grpc.StatusCode.UNIMPLEMENTED
+    assert "system shared memory is not supported" in (refused.value.details() or "")
+    with pytest.raises(grpc.RpcError) as refused:
+        stub.TraceSetting(pb.TraceSettingRequest())
+    assert refused.value.code() is grpc.StatusCode.UNIMPLEMENTED
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], "an unsupported method is no error"

@@ -57,8 +57,7 @@ def test_corrupted_artifact_makes_only_that_variant_unavailable(tiny_registry: P
         artifact.seek(100)
         artifact.write(b"tampered")
     (registry / "mnist-teacher-fp32" / "1" / "card.json").write_text("{not json")
-    settings = make_settings(registry, registry={"strict_readiness": False})
-    with run_service(settings) as running, running.client() as client:
+    with run_service(make_settings(registry)) as running, running.client() as client:
         index = {entry["name"]: entry for entry in client.get("/v2/models").json()["models"]}
         assert index["mnist-student-fp32"]["state"] == "UNAVAILABLE"
         assert "sha256 mismatch" in index["mnist-student-fp32"]["reason"]
@@ -77,7 +76,8 @@ def test_strict_readiness_reports_not_ready_with_a_broken_variant(
     registry = tmp_path / "registry"
     shutil.copytree(tiny_registry, registry)
     (registry / "mnist-student-fp32" / "1" / "model.pt").unlink()
-    with run_service(make_settings(registry), wait_ready=False) as running, running.client() as client:
+    strict = make_settings(registry, registry={"strict_readiness": True})
+    with run_service(strict, wait_ready=False) as running, running.client() as client:
         for _ in range(100):
             states = {e["name"]: e["state"] for e in client.get("/v2/models").json()["models"]}
             if "LOADING" not in states.values():

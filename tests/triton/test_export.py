@@ -1,4 +1,4 @@
-"""``export_triton`` / ``python -m models export-triton``: valid configs, GPU/CPU placement, atomic output."""
+"""``export_triton`` / ``python -m models export-triton``: valid configs, GPU/CPU placement, output staged in place."""
 
 from __future__ import annotations
 
@@ -191,3 +191,15 @@ def test_cli(tiny_registry: Path, tmp_path: Path, capsys: pytest.CaptureFixture[
 
     assert main([*argv, "--variants", "teacher-fp32-onnx", "--python-backend"]) == 0
     assert parse(out / "mnist-teacher-fp32-onnx" / "config.pbtxt").backend == "python"
+
+
+def test_an_existing_directory_is_written_into_not_replaced(tiny_registry: Path, tmp_path: Path) -> None:
+    """A mount point cannot be renamed or replaced: the export stages inside it and keeps the directory."""
+    out = tmp_path / "mounted"
+    out.mkdir()
+    (out / "stale-model").mkdir()
+    inode = out.stat().st_ino
+    export_triton(tiny_registry, out, ["student-fp32"], gpu=False)
+    assert out.stat().st_ino == inode
+    assert [p.name for p in out.iterdir()] == ["mnist-student-fp32"]  # what it held is replaced
+    assert leftovers(out) == [] and leftovers(tmp_path) == []

@@ -20,7 +20,7 @@ from service.api.grpc.stream import answer_stream
 from service.api.grpc.tensors import decode_request, encode_response
 from service.auth import require_admin
 from service.dataplane import DataPlane, InferOutcome
-from service.errors import InternalError, SlimServeError
+from service.errors import InternalError, SlimServeError, Unimplemented
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +44,17 @@ def reports_errors(handler: Handler[Request, Response]) -> Handler[Request, Resp
         raise AssertionError("unreachable: abort raises")
 
     return wrapper
+
+
+def unsupported(what: str) -> Handler[Any, Any]:
+    """A method of the Triton service this server does not offer: UNIMPLEMENTED, saying what, no traceback
+    (the generated default raises NotImplementedError, which grpc logs as an ERROR with its stack)."""
+
+    @reports_errors
+    async def method(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        raise Unimplemented(f"{what} is not supported by this server")
+
+    return method
 
 
 def version_of(text: str) -> str | None:
@@ -70,6 +81,15 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
         self._admin_token = admin_token
         self._max_elements = max_elements
         self._max_stream_in_flight = max_stream_in_flight
+
+    SystemSharedMemoryStatus = unsupported("system shared memory")
+    SystemSharedMemoryRegister = unsupported("system shared memory")
+    SystemSharedMemoryUnregister = unsupported("system shared memory")
+    CudaSharedMemoryStatus = unsupported("CUDA shared memory")
+    CudaSharedMemoryRegister = unsupported("CUDA shared memory")
+    CudaSharedMemoryUnregister = unsupported("CUDA shared memory")
+    TraceSetting = unsupported("trace settings")
+    LogSettings = unsupported("log settings")
 
     @reports_errors
     async def ServerLive(self, request: pb.ServerLiveRequest, context: Any) -> pb.ServerLiveResponse:

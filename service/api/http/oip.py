@@ -20,12 +20,11 @@ INFER_SCHEMA = WireInferRequest.model_json_schema(ref_template="#/$defs/{model}"
 INFER_BODY: dict[str, Any] = {
     "requestBody": {
         "required": True,
+        # a Media Type Object may not have a description (OpenAPI 3.1): the body's says it for both
+        "description": "JSON; or binary: a JSON header of Inference-Header-Content-Length bytes, then raw tensors.",
         "content": {
             "application/json": {"schema": INFER_SCHEMA},
-            "application/octet-stream": {
-                "schema": {"type": "string", "format": "binary"},
-                "description": "JSON header of Inference-Header-Content-Length bytes, then raw tensors.",
-            },
+            "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
         },
     }
 }
@@ -55,10 +54,13 @@ async def live(request: Request) -> dict[str, bool]:
     return {"live": context(request).dataplane.live()}
 
 
-@router.get("/health/ready", summary="Readiness: every variant loaded and warm")
+@router.get(
+    "/health/ready", summary="Readiness: every routed family can answer (directly or by its fallback)"
+)
 async def ready(request: Request) -> Response:
-    if not context(request).dataplane.ready():
-        raise ModelNotReady("server is not ready: variants are still loading or unavailable")
+    reasons = context(request).dataplane.not_ready_reasons()
+    if reasons:
+        raise ModelNotReady(f"server is not ready: {'; '.join(reasons)}")
     return JSONResponse({"ready": True})
 
 
