@@ -91,7 +91,14 @@ class OpenVINORunner:
         import openvino
 
         core = openvino.Core()
-        config = {"INFERENCE_NUM_THREADS": options.threads, "PERFORMANCE_HINT": options.openvino_hint}
+        # No CPU pinning: OpenVINO would pin its threads to cores that the event loop, the other runtimes'
+        # threads and other processes also use; on a shared 2-core host a pinned thread waits behind them
+        # (batch-32 int8 measured 3-4x slower pinned than unpinned while another process was busy).
+        config = {
+            "INFERENCE_NUM_THREADS": options.threads,
+            "PERFORMANCE_HINT": options.openvino_hint,
+            "ENABLE_CPU_PINNING": False,
+        }
         try:
             model = core.read_model(
                 str(version.directory / "model.xml"), str(version.directory / "model.bin")
