@@ -30,7 +30,9 @@ from service.routing.tally import COUNTS, ExperimentTallies, latency_bucket
 log = logging.getLogger(__name__)
 
 PREDICTION = f"{KEY_PREFIX}prediction:"
-INDEX = f"{KEY_PREFIX}predictions"  # sorted set: request id -> created, for capacity and age
+# list of request ids, oldest first: the capacity bound evicts from its head (ids joined since stay in it, so
+# it keeps at most the last `capacity` predictions made, fleet-wide; expired ones are gone already)
+INDEX = f"{KEY_PREFIX}predictions"
 EARLY = f"{KEY_PREFIX}early-label:"  # a label that came before its shadow's answer
 TALLY = f"{KEY_PREFIX}tally:"  # hash per experiment and variant: COUNTS and latency buckets
 LATENCY_FIELD = "latency-bucket-"
@@ -43,19 +45,17 @@ EARLY_LABEL_TTL_MS = 600_000
 FAILED_BACKOFF_S = 0.5
 
 REMEMBER = """
-local ttl = ARGV[1]
-for _, item in ipairs(cjson.decode(ARGV[5])) do
-  redis.call('SET', KEYS[2] .. item[1], cjson.encode(item[2]), 'PX', ttl)
-  redis.call('ZADD', KEYS[1], ARGV[3], item[1])
+local ids = cjson.decode(ARGV[3])
+local index = 0
+for value in string.gmatch(ARGV[4], '[^\\n]+') do
+  index = index + 1
+  redis.call('SET', KEYS[2] .. ids[index], value, 'PX', ARGV[1])
 end
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[4])
-local over = redis.call('ZCARD', KEYS[1]) - tonumber(ARGV[2])
-if over > 0 then
-  local oldest = redis.call('ZPOPMIN', KEYS[1], over)
-  for i = 1, #oldest, 2 do redis.call('DEL', KEYS[2] .. oldest[i]) end
-  return over
-end
-return 0
+redis.call('RPUSH', KEYS[1], unpack(ids))
+local over = redis.call('LLEN', KEYS[1]) - tonumber(ARGV[2])
+if over <= 0 then return 0 end
+for _, id in ipairs(redis.call('LPOP', KEYS[1], over)) do redis.call('DEL', KEYS[2] .. id) end
+return over
 """
 TAKE = """
 local value = redis.call('GET', KEYS[1])
@@ -63,7 +63,6 @@ if not value then return false end
 local prediction = cjson.decode(value)
 if #prediction.c ~= tonumber(ARGV[1]) then return {'rows', value} end
 redis.call('DEL', KEYS[1])
-redis.call('ZREM', KEYS[3], ARGV[4])
 if prediction.sv and not prediction.sc then redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3]) end
 return {'ok', value}
 """
@@ -224,12 +223,14 @@ class RedisState:
     def _pipeline(self, batch: _Round) -> tuple[Pipeline, int]:
         """One round as one pipeline; also where the shadow answers' results start in it."""
         pipe = self._client.pipeline(transaction=False)
-        now = time.time()
         keep_ms = int(self._ttl_s * 2 * 1000)  # kept past the TTL so a late label hears "expired"
-        for start in range(0, len(batch.predictions), CHUNK):  # one argument per chunk: cheap to send
-            chunk = json.dumps(batch.predictions[start : start + CHUNK], separators=(",", ":"))
-            pipe.evalsha(self._remember.sha, 2, INDEX, PREDICTION, keep_ms, self._capacity, now,
-                         now - self._ttl_s * 2, chunk)  # fmt: skip
+        for start in range(0, len(batch.predictions), CHUNK):  # ids as JSON, predictions one per line
+            chunk = batch.predictions[start : start + CHUNK]
+            ids = json.dumps([request_id for request_id, _ in chunk])
+            values = "\n".join(
+                json.dumps(fields, separators=(",", ":")) for _, fields in chunk
+            )  # ASCII: no raw \n
+            pipe.evalsha(self._remember.sha, 2, INDEX, PREDICTION, keep_ms, self._capacity, ids, values)
         for (key, name), increment in batch.counts.items():
             pipe.hincrby(key, name, increment)
         for experiment, variant in batch.variants:
@@ -245,8 +246,8 @@ class RedisState:
 
     # joins and reports: these wait for Redis
     async def take(self, request_id: str, labels: list[int]) -> Taken:
-        keys = [f"{PREDICTION}{request_id}", f"{EARLY}{request_id}", INDEX]
-        args: list[str | int] = [len(labels), json.dumps(labels), EARLY_LABEL_TTL_MS, request_id]
+        keys = [f"{PREDICTION}{request_id}", f"{EARLY}{request_id}"]
+        args: list[str | int] = [len(labels), json.dumps(labels), EARLY_LABEL_TTL_MS]
         found = await self._link.call(self._take(keys=keys, args=args))
         if not found:
             return Taken("unknown id")

@@ -82,6 +82,10 @@ def test_a_label_joins_once_whichever_replica_it_reaches(server: RedisServer) ->
             assert (await b.state.take("r1", [3, 5])).status == "unknown id"
             assert (await b.state.take("old", [7])).status == "expired"
             assert (await b.state.take("never", [7])).status == "unknown id"
+            odd = 'line\nbreak "quoted" é ✓'  # ids are the client's: any text
+            a.state.remember(odd, prediction())
+            await a.state.settle()
+            assert (await b.state.take(odd, [7])).status == "ok"
 
     asyncio.run(scenario())
 
