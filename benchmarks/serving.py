@@ -217,7 +217,7 @@ def report(
         f"- `http-binary x{ROWS_PER_BIG_REQUEST}` rows send {ROWS_PER_BIG_REQUEST} digits per request (rows/s = "
         f"req/s × {ROWS_PER_BIG_REQUEST}): with one digit per request the HTTP stack, not the model, is the limit.",
         "",
-        "## In-process (TorchScript, 1 thread)",
+        "## In-process (each variant through its own runtime, 1 thread)",
         "",
         "| variant | p50 latency, batch 1 | throughput, batch 32 |",
         "|---|---:|---:|",
