@@ -6,7 +6,6 @@ HTTP and gRPC are both built on one Runtime, inside one lifespan, so they share 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
 import logging
 from collections.abc import Callable
@@ -29,6 +28,7 @@ from service.registry.store import ModelStore
 from service.routing.experiments import ExperimentsFile, load_experiments
 from service.routing.loop import ExperimentLoop, check_variants_exist
 from service.routing.stores import experiment_stores
+from service.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +76,7 @@ class Runtime:
             self._run_shadow,
             lambda family: variants_on_disk(settings.registry.path, family),
             experiment_stores(settings, metrics),
+            self._class_count,
         )
         self.readiness = Readiness(
             self.store, self.experiments.router, self._fallback_for, strict=settings.registry.strict_readiness
@@ -85,6 +86,12 @@ class Runtime:
         self._gc_thresholds = gc.get_threshold()
         self._collector = VariantCollector(self.store, self.experiments)
         metrics.registry.register(self._collector)
+
+    def _class_count(self) -> int:
+        """Classes of the widest loaded output: the bound a ground-truth label must stay under."""
+        return max(
+            (served.model.card.signature.outputs[0].shape[-1] for served in self.store.all()), default=0
+        )
 
     def _fallback_for(self, model: str, variant: str) -> str | None:
         return self.settings.backend_for(model, variant).fallback
@@ -137,10 +144,7 @@ class Runtime:
             gc.unfreeze()  # what this runtime held can be collected once it is gone (tests start many)
         gc.set_threshold(*self._gc_thresholds)
         await self.experiments.stop()
-        if self._loading is not None:
-            self._loading.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._loading
+        await cancel_and_wait(self._loading)
         await self.store.unload_all()
         self._executor.shutdown(wait=True, cancel_futures=True)
         self.metrics.registry.unregister(self._collector)

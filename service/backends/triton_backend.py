@@ -11,7 +11,6 @@ on the first success. Anything else Triton refuses is an internal error (500), l
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from typing import Any
 
@@ -25,6 +24,7 @@ from contract.layout import ModelVersion
 from service.backends.breaker import CircuitBreaker
 from service.config import BackendSettings
 from service.errors import BackendUnavailable, InternalError
+from service.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -157,10 +157,7 @@ class TritonBackend:
         return BackendUnavailable(f"{self._card.name}: {self._where} {what}")
 
     async def unload(self) -> None:
-        if self._health is not None:
-            self._health.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._health
+        await cancel_and_wait(self._health)
         if self._client is not None:
             await self._client.close()
             self._client = None

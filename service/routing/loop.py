@@ -60,8 +60,10 @@ class ExperimentLoop:
         run_shadow: RunShadow,
         known_variants: Callable[[str], set[str]],
         stores: ExperimentStores,
+        class_count: Callable[[], int] = lambda: 0,
     ) -> None:
         self.router = Router(settings, experiments)
+        self._class_count = class_count
         self._seed = experiments
         self._metrics = metrics
         self._known_variants = known_variants
@@ -161,6 +163,7 @@ class ExperimentLoop:
 
     # feedback
     async def feedback(self, items: list[FeedbackItem]) -> list[dict[str, Any]]:
+        self._check_classes(items)
         await self.state.settle()  # this replica's predictions are stored before a label looks for them
         results = [await self._join(item) for item in items]
         missed = [index for index, result in enumerate(results) if result["status"] == "unknown id"]
@@ -172,6 +175,17 @@ class ExperimentLoop:
                 results[index] = await self._join(items[index])
         await self.state.settle()  # the counts are visible to every replica before the answer is
         return results
+
+    def _check_classes(self, items: list[FeedbackItem]) -> None:
+        """Refuse the whole body before anything is joined if a label is no class any served model has."""
+        classes = self._class_count()
+        for item in items:
+            for label in [item.label] if isinstance(item.label, int) else item.label:
+                if classes and label >= classes:
+                    raise InvalidInput(
+                        f"label: {label} (id '{item.id[:64]}') is not a class index: the served models have "
+                        f"{classes} classes (0-{classes - 1})"
+                    )
 
     async def _join(self, item: FeedbackItem) -> dict[str, Any]:
         labels = [item.label] if isinstance(item.label, int) else item.label

@@ -18,6 +18,7 @@ from pydantic import ValidationError
 from service.errors import StateUnavailable
 from service.routing.experiments import Experiment, ExperimentsFile
 from service.routing.redis_link import KEY_PREFIX, RedisLink
+from service.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -82,10 +83,7 @@ class RedisConfig:
         self._poller = asyncio.create_task(self._follow(), name="experiments-config")
 
     async def stop(self) -> None:
-        if self._poller is not None:
-            self._poller.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._poller
+        await cancel_and_wait(self._poller)
 
     async def _follow(self) -> None:
         while True:

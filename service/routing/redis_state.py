@@ -26,6 +26,7 @@ from service.routing.feedback import Prediction
 from service.routing.redis_link import KEY_PREFIX, RedisLink
 from service.routing.state import OnLateLabels, Taken
 from service.routing.tally import COUNTS, ExperimentTallies, latency_bucket
+from service.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -172,10 +173,7 @@ class RedisState:
         self._writer = asyncio.create_task(self._write_behind(), name="experiment-state-writer")
 
     async def stop(self) -> None:
-        if self._writer is not None:
-            self._writer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._writer
+        await cancel_and_wait(self._writer)
         with contextlib.suppress(StateUnavailable):
             await self.settle()  # what this replica still holds, before it goes
         await self._client.aclose()

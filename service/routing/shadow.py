@@ -7,12 +7,13 @@ so shadowing never blocks or slows the primary path.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import numpy as np
+
+from service.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -75,10 +76,7 @@ class ShadowRunner:
         self._worker = asyncio.create_task(self._work(), name="shadow")
 
     async def stop(self) -> None:
-        if self._worker is not None:
-            self._worker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._worker
+        await cancel_and_wait(self._worker)
 
     async def _work(self) -> None:
         while True:

@@ -218,7 +218,9 @@ def test_feedback_joins_labels_and_the_report_does_the_math(
         statuses = [result["status"] for result in answer["results"]]
         assert statuses == ["accepted"] * count + ["unknown id", "unknown id"]
         assert answer["accepted"] == count
-        for wrong in ({"id": "req-1", "label": "seven"}, {"id": "req-1", "label": -1}, {"id": "req-1"}):
+        wrongs = ({"id": "req-1", "label": "seven"}, {"id": "req-1", "label": -1}, {"id": "req-1"},
+                  [{"id": "req-1", "label": 1}, {"id": "req-2", "label": 10}])  # fmt: skip
+        for wrong in wrongs:
             refused = client.post("/v1/feedback", json=wrong)
             assert refused.status_code == 400 and "label" in refused.json()["error"], refused.text
         report = client.get("/v1/experiments/mnist-ab").json()
