@@ -7,7 +7,8 @@
 #
 # NEW_ROOT (an empty directory) becomes a tmpfs holding read-only binds of the host's top-level
 # directories (not /root or /home: a pod has neither) and of each path in $EXTRA_READ_ONLY (the Python
-# installation the venv links to). COMMAND runs chrooted there, in WORKDIR; what it wrote into VOLUME_MOUNT
+# installation the venv links to), and of WORKDIR when none of those holds it. COMMAND runs chrooted there, in
+# WORKDIR; what it wrote into VOLUME_MOUNT
 # is copied to COPY_TO (a host path) before the namespace and its mounts go away. Exits with COMMAND's status.
 set -eu
 root=$1 registry=$2 registry_mount=$3 volume_mount=$4 copy_to=$5 workdir=$6
@@ -37,6 +38,11 @@ mount --bind "$registry" "$root$registry_mount"
 mount -o remount,bind,ro "$root$registry_mount"
 mount -t tmpfs -o size=512m,mode=0777 empty-dir "$root$volume_mount"
 mount -t tmpfs -o size=64m,mode=1777 tmp "$root/tmp"
+if [ ! -d "$root$workdir" ]; then  # a checkout under /tmp, /root or /home: bind it in, read-only
+    mkdir -p "$root$workdir"
+    mount --rbind "$workdir" "$root$workdir"
+    mount -o remount,bind,ro "$root$workdir"
+fi
 mount -o remount,ro "$root"
 status=0
 chroot "$root" setpriv --reuid 10001 --regid 10001 --clear-groups \
