@@ -103,10 +103,10 @@ class ModelCard(BaseModel):
 
     @property
     def engine(self) -> str | None:
-        """torch's quantized engine, which must be selected to load and run a TorchScript int8 variant."""
+        """torch's quantized engine, which must be in effect when a TorchScript int8 variant is loaded."""
         if self.quantization is None or self.format is not ArtifactFormat.TORCHSCRIPT:
             return None
         return self.quantization.engine
 
     def to_json(self) -> str:
-        return self.model_dump_json(indent=2, exclude_none=False) + "\n"
+        return self.model_dump_json(indent=2) + "\n"
