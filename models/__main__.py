@@ -21,7 +21,7 @@ from models.architectures import ArchitectureError
 from models.artifacts import GateError
 from models.data import DatasetError
 from models.export import ExportError
-from models.recipes import FAMILIES, FORMATS, RecipeError
+from models.recipes import FAMILIES, FORMATS, RecipeError, checked_formats
 
 USER_ERRORS = (
     DatasetError, ArtifactError, RecipeError, ArchitectureError, EngineError, GateError, ExportError, ValueError
@@ -77,13 +77,10 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _formats(text: str) -> tuple[str, ...]:
-    names = tuple(name.strip() for name in text.split(",") if name.strip())
-    unknown = [name for name in names if name not in FORMATS]
-    if unknown or not names:
-        raise argparse.ArgumentTypeError(
-            f"unknown format {', '.join(unknown) or '(none)'} (known: {','.join(FORMATS)})"
-        )
-    return names
+    try:
+        return checked_formats([name.strip() for name in text.split(",") if name.strip()])
+    except RecipeError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _parse_model(reference: str) -> tuple[str, int | None]:

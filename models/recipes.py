@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -77,12 +78,7 @@ class Recipe:
         if seed is not None:
             changes.update(seed=seed)
         if formats is not None:
-            unknown = [name for name in formats if name not in FORMATS]
-            if unknown or not formats:
-                raise RecipeError(
-                    f"formats: unknown {', '.join(unknown) or '(none given)'} (known: {', '.join(FORMATS)})"
-                )
-            changes.update(formats=tuple(dict.fromkeys(formats)))
+            changes.update(formats=checked_formats(formats))
         return dataclasses.replace(self, **changes)
 
     def fields(self) -> dict[str, Any]:
@@ -94,6 +90,16 @@ class Recipe:
     def digest(self, dataset_digest: str, split_digest: str) -> str:
         payload = {"recipe": self.fields(), "dataset": dataset_digest, "split": split_digest}
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+def checked_formats(names: Sequence[str]) -> tuple[str, ...]:
+    """Known artifact formats, in order, each once; an unknown or empty list is a RecipeError."""
+    unknown = [name for name in names if name not in FORMATS]
+    if unknown or not names:
+        raise RecipeError(
+            f"formats: unknown format {', '.join(unknown) or '(none given)'} (known: {', '.join(FORMATS)})"
+        )
+    return tuple(dict.fromkeys(names))
 
 
 def default_recipe(family: str) -> Recipe:
