@@ -11,7 +11,7 @@ import html
 from importlib import resources
 
 MEDIA_TYPES = {".css": "text/css; charset=utf-8", ".js": "text/javascript; charset=utf-8"}
-ASSETS = ("ui.css", "ui.js")
+ASSETS = ("ui.css", "chart.js", "ui.js")
 # The page may load and call nothing but this service: no CDN, no font, no inline script.
 CONTENT_SECURITY_POLICY = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "

@@ -1,4 +1,4 @@
-"""A service whose family runs an A/B experiment with shadow traffic: what the trade-off page is for."""
+"""Services for the trade-off page: one whose family runs an A/B experiment with shadow traffic, one without."""
 
 from __future__ import annotations
 
@@ -23,4 +23,11 @@ def ab_service(tiny_registry: Path, tmp_path_factory: pytest.TempPathFactory) ->
                   "margin": 0.05, "min_samples": 10}  # fmt: skip
     experiments.write_text(yaml.safe_dump({"experiments": [experiment]}, sort_keys=False))
     with run_service(make_settings(tiny_registry, routing={"experiments_file": experiments})) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def plain_service(tiny_registry: Path) -> Iterator[RunningService]:
+    """No experiment: calls to the family go to its default variant (what `make serve` runs)."""
+    with run_service(make_settings(tiny_registry)) as running:
         yield running

@@ -199,6 +199,25 @@ def test_weights_change_from_the_page_only_with_the_admin_token(
     assert severe_console_entries(browser) == []
 
 
+def test_a_family_without_an_experiment(
+    browser: webdriver.Chrome, plain_service: RunningService, mnist_test_digits: tuple[np.ndarray, np.ndarray]
+) -> None:
+    send_labelled(plain_service, *mnist_test_digits, count=10)
+    with plain_service.client() as client:
+        data = client.get("/v1/families/mnist/tradeoff?window_s=900").raise_for_status().json()
+    open_page(browser, plain_service)
+    wait_for(
+        lambda: parsed(browser.execute_script(READS_DOM)) == expected_cells(data), what="the JSON on the page"
+    )
+    assert browser.find_element(By.ID, "experiment-none").is_displayed()
+    assert not browser.find_element(By.ID, "weights-form").is_displayed()
+    share = browser.find_element(
+        By.CSS_SELECTOR, 'tr[data-variant="student-int8-x86"] td[data-field="traffic_share"]'
+    )
+    assert share.text == "100.0 %"
+    assert severe_console_entries(browser) == []
+
+
 def test_phone_width_a_screenshot_and_the_not_found_page(
     browser: webdriver.Chrome, ab_service: RunningService, tmp_path: Path
 ) -> None:

@@ -75,6 +75,23 @@ def test_kl_divergence_is_the_mean_the_shadow_histogram_saw(
         assert row["kl_divergence_mean_nats"] == pytest.approx(total / count, abs=1e-6)
 
 
+def test_without_an_experiment_the_rows_have_cost_and_live_numbers_only(
+    plain_service: RunningService, mnist_test_digits: tuple[np.ndarray, np.ndarray]
+) -> None:
+    served = send_labelled(plain_service, *mnist_test_digits, count=12)
+    with plain_service.client() as client:
+        data = client.get("/v1/families/mnist/tradeoff").raise_for_status().json()
+    assert served == {"student-int8-x86": 12}
+    assert data["experiment"] is None and data["window_s"] == 300
+    rows = {row["variant"]: row for row in data["variants"]}
+    assert all(row["experiment"] is None for row in rows.values())
+    assert (rows["student-int8-x86"]["live"]["requests"], rows["student-int8-x86"]["live"]["share"]) == (
+        12,
+        1.0,
+    )
+    assert rows["teacher-fp32"]["live"]["share"] == 0.0
+
+
 def test_families_lists_each_family_with_its_variants(ab_service: RunningService) -> None:
     with ab_service.client() as client:
         families = client.get("/v1/families").raise_for_status().json()["families"]
