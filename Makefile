@@ -58,8 +58,15 @@ soak: registry
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
 
-## loadtest: locust against the service on the default registry (built if missing): HTTP JSON, binary, gRPC and
-## the A/B user with feedback; report folder in reports/loadtest-<UTC time>/ (ARGS: --duration 2m --users 32 ...)
+## loadtest: locust (HTTP JSON, binary, gRPC and the A/B user with feedback) against `make serve` when it answers
+## on SERVE_URL, so the trade-off page at SERVE_URL/ui moves; else against a service it starts on the default
+## registry (built if missing); report folder in reports/loadtest-<UTC time>/ (ARGS: --duration 2m --users 32 ...)
+SERVE_URL ?= http://127.0.0.1:8000
 .PHONY: loadtest
 loadtest: registry
-	$(BIN)/python -m loadtests run --registry $(REGISTRY) $(ARGS)
+	@if $(BIN)/python -c 'import sys, httpx; sys.exit(httpx.get("$(SERVE_URL)/v2/health/ready", timeout=2).status_code != 200)' 2>/dev/null; then \
+		echo "loading the running service at $(SERVE_URL) (watch $(SERVE_URL)/ui)"; \
+		$(BIN)/python -m loadtests run --host $(SERVE_URL) $(ARGS); \
+	else \
+		$(BIN)/python -m loadtests run --registry $(REGISTRY) $(ARGS); \
+	fi

@@ -194,7 +194,9 @@ def checks(report: Report, locust_count: int) -> dict[str, Any]:
         and _within(locust_count, service_total)
     )
     # Labels on shadow answers reach only the service's tally: the client saw the primary's answer alone.
-    primaries = [r for r in routed if r.variant != report.shadow and r.client_labelled]
+    # Without an experiment the service keeps no labelled tally (its report is the experiment's): nothing to
+    # compare, as when `make loadtest` loads a plain `make serve`.
+    primaries = [r for r in routed if r.variant != report.shadow and r.client_labelled and report.experiment]
     accuracy_ok = all(r.client_labelled == r.labelled and r.client_correct == r.correct for r in primaries)
     split = {r.variant: (r.share or 0.0) * 100 - (r.weight or 0.0) for r in routed if r.weight}
     return {
@@ -265,8 +267,9 @@ def markdown(report: Report, command: str, settings: dict[str, Any], plots: dict
         f"- Requests: locust {c['locust_requests']:,}, samples {c['sampled_requests']:,}, service "
         f"(`slimserve_requests_total`) {c['service_requests']:,}: within 1% per variant and in total: "
         f"{'yes' if c['request_counts_within_1pct'] else 'NO'}",
-        f"- The client's accuracy tally equals the service's for every primary variant: "
-        f"{'yes' if c['client_accuracy_matches_service'] else 'NO'}",
+        "- The client's accuracy tally equals the service's for every primary variant: "
+        + (("yes" if c["client_accuracy_matches_service"] else "NO") if report.experiment
+           else "not compared (no experiment: the service keeps no labelled tally)"),
         "- Traffic share minus weight (points): "
         + (", ".join(f"{v} {d:+.1f}" for v, d in c["split_minus_weight_points"].items()) or "no experiment")
         + f" (within ±5: {'yes' if c['split_within_5_points'] else 'NO'})",

@@ -1,11 +1,13 @@
 #!/bin/sh
 # Debian packages beyond Python that a target needs, installed only when missing:
 #   scripts/system-deps.sh test    prometheus + promtool (tests/monitoring runs a real Prometheus),
-#                                  redis-server (the shared experiment state tests run a real Redis)
+#                                  redis-server (the shared experiment state tests run a real Redis),
+#                                  chromium + chromedriver (tests/ui drive the trade-off page headless)
 #   scripts/system-deps.sh bench   wrk + h2load (the serving benchmark's load generators), redis-server
 set -eu
 case "${1:-test}" in
-    test) packages="prometheus redis-server"; commands="prometheus promtool redis-server" ;;
+    test) packages="prometheus redis-server chromium chromium-driver"
+          commands="prometheus promtool redis-server chromium chromedriver" ;;
     bench) packages="wrk nghttp2-client redis-server"; commands="wrk h2load redis-server" ;;
     *) echo "usage: scripts/system-deps.sh test|bench" >&2; exit 2 ;;
 esac

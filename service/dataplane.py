@@ -250,6 +250,7 @@ class DataPlane:
             raise error from None
         elapsed = time.perf_counter() - started
         served.stats.record_success(elapsed, result.queue_seconds, result.compute_seconds, batch.shape[0])
+        served.window.record(elapsed, batch.shape[0])
         series = self._series(labels)
         series.ok.inc()
         series.duration.observe(elapsed)

@@ -24,6 +24,7 @@ from contract.layout import (
     is_version_name,
     scan,
 )
+from service.metrics.window import LiveWindow
 from service.statistics import VariantStatistics
 
 log = logging.getLogger(__name__)
@@ -48,6 +49,7 @@ class ServedVariant:
     reason: str = ""
     load_seconds: float = 0.0
     stats: VariantStatistics = field(default_factory=VariantStatistics)
+    window: LiveWindow = field(default_factory=LiveWindow)  # the last minutes, for the trade-off page
 
     @property
     def backend(self) -> Backend:

@@ -152,7 +152,8 @@ class ExperimentLoop:
         for value in comparison.kl_divergences:
             histogram.observe(float(value))
         if experiment is not None and job.shadow == experiment.reference:
-            counts = {"compared": comparison.rows, "agreed": comparison.agreed}
+            kl_micronats = round(float(comparison.kl_divergences.sum()) * 1e6)
+            counts = {"compared": comparison.rows, "agreed": comparison.agreed, "kl_micronats": kl_micronats}
             self.state.count(job.experiment, job.primary, counts)
         classes = comparison.shadow_classes
 

@@ -30,6 +30,7 @@ def experiment_report(experiment: Experiment, tallies: ExperimentTallies) -> dic
             "accuracy_ci95": [low, high] if tally.labelled else None,
             "compared_with_reference": tally.compared,
             "agreement_with_reference": tally.agreed / tally.compared if tally.compared else None,
+            "kl_divergence_mean_nats": tally.kl_micronats / 1e6 / tally.compared if tally.compared else None,
             "latency_seconds": tally.latency_quantiles(),
         }
         if variant != experiment.reference:

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 LATENCY_FLOOR_S = 1e-6
 BUCKETS_PER_DOUBLING = 8
 LATENCY_BUCKETS = 240  # 1 µs × 2**(240/8) ≈ 18 min: every plausible latency has its own bucket
-COUNTS = ("requests", "labelled", "correct", "compared", "agreed")
+COUNTS = ("requests", "labelled", "correct", "compared", "agreed", "kl_micronats")
+QUANTILES = (("p50", 0.50), ("p95", 0.95), ("p99", 0.99))
 
 
 def latency_bucket(seconds: float) -> int:
@@ -28,6 +30,23 @@ def bucket_midpoint(index: int) -> float:
     return LATENCY_FLOOR_S * 2 ** ((index + 0.5) / BUCKETS_PER_DOUBLING)
 
 
+def latency_quantiles(counts: Mapping[int, int]) -> dict[str, float | None]:
+    """p50, p95 and p99 of a latency sketch (bucket index -> requests); None for an empty sketch."""
+    total = sum(counts.values())
+    quantiles: dict[str, float | None] = dict.fromkeys(name for name, _ in QUANTILES)
+    if not total:
+        return quantiles
+    ordered = sorted(counts.items())
+    for name, q in QUANTILES:
+        rank, seen = q * total, 0
+        for index, count in ordered:
+            seen += count
+            if seen >= rank:
+                quantiles[name] = bucket_midpoint(index)
+                break
+    return quantiles
+
+
 @dataclass(slots=True)
 class VariantTally:
     requests: int = 0
@@ -35,6 +54,9 @@ class VariantTally:
     correct: int = 0
     compared: int = 0  # rows compared against the reference through shadow traffic
     agreed: int = 0
+    kl_micronats: int = (
+        0  # KL(reference ‖ variant) summed over compared rows, in µnats: an integer, like the rest
+    )
     latency: Counter[int] = field(default_factory=Counter)  # bucket index -> requests
 
     def add(self, counts: dict[str, int]) -> None:
@@ -42,19 +64,7 @@ class VariantTally:
             setattr(self, name, getattr(self, name) + value)
 
     def latency_quantiles(self) -> dict[str, float | None]:
-        total = sum(self.latency.values())
-        if not total:
-            return {"p50": None, "p95": None, "p99": None}
-        quantiles: dict[str, float | None] = {}
-        ordered = sorted(self.latency.items())
-        for name, q in (("p50", 0.50), ("p95", 0.95), ("p99", 0.99)):
-            rank, seen = q * total, 0
-            for index, count in ordered:
-                seen += count
-                if seen >= rank:
-                    quantiles[name] = bucket_midpoint(index)
-                    break
-        return quantiles
+        return latency_quantiles(self.latency)
 
 
 @dataclass(slots=True)

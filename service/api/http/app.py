@@ -18,7 +18,7 @@ from starlette.responses import Response
 
 from service import __version__
 from service.api.grpc.server import GrpcServer
-from service.api.http import errors, experiments, oip, openapi, predict, repository
+from service.api.http import errors, experiments, oip, openapi, predict, repository, tradeoff, ui
 from service.api.http.context import ServiceContext
 from service.api.http.fastpath import InferFastPath
 from service.config import Settings
@@ -71,6 +71,8 @@ def create_app(
     app.include_router(predict.router)
     app.include_router(experiments.router)
     app.include_router(repository.router)
+    app.include_router(tradeoff.router)
+    app.include_router(ui.router)
     openapi.install(app)
 
     @app.get("/metrics", include_in_schema=False)
