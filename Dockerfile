@@ -22,6 +22,7 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY scripts/install.sh scripts/install.sh
+COPY contract contract
 COPY service service
 COPY models models
 RUN TORCH_INDEX_URL="${TORCH_INDEX_URL}" PYTHON=python3 scripts/install.sh /opt/venv

@@ -88,6 +88,22 @@ def test_dockerfile_and_make_setup_install_by_the_commands_the_docs_give() -> No
     assert "pip install" not in makefile_text.split("$(VENV)/.installed:")[1].split("\n\n")[0]
 
 
+def first_party_imports(package: str) -> set[str]:
+    """Top-level packages of this repository that ``package``'s modules import."""
+    ours = {path.parent.name for path in ROOT.glob("*/__init__.py")}
+    found = set()
+    for path in (ROOT / package).rglob("*.py"):
+        found |= set(re.findall(r"^\s*(?:from|import) (\w+)", path.read_text(), re.MULTILINE))
+    return found & ours
+
+
+def test_the_image_copies_every_package_the_service_and_the_pipeline_import() -> None:
+    build_stage_copies = {a.split()[0] for kind, a in instructions() if kind == "COPY" and "--from" not in a}
+    needed = first_party_imports("service") | first_party_imports("models")
+    assert {"contract", "service", "models"} <= needed
+    assert needed <= build_stage_copies
+
+
 def test_install_script_installs_the_pinned_torch_then_the_project() -> None:
     script = (ROOT / INSTALL).read_text()
     pins = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
