@@ -25,6 +25,18 @@ class ServerSettings(BaseModel):
         ge=0,
         description="After SIGTERM: not ready at once, keep serving this long, then stop accepting.",
     )
+    head_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        description="A request's line and headers must arrive within this, counted from the connection's "
+        "opening or the request's first byte; later: 408 and the connection is closed.",
+    )
+    body_timeout_s: float = Field(
+        30.0, gt=0, description="A request's body must arrive within this after its headers; later: 408."
+    )
+    max_connections: int = Field(
+        1024, ge=1, description="Open HTTP connections; one more is answered 503 and closed."
+    )
     cors_origins: list[str] = Field(
         default_factory=list, description="Origins allowed by CORS; none: CORS off."
     )

@@ -1,6 +1,6 @@
 """The serving stack, transport-free: executor, backends, store and DataPlane, started and stopped together.
 
-HTTP and gRPC are both built on one Runtime, inside one lifespan, so they share variants and metrics.
+HTTP and gRPC are both fronts on one Runtime (see service.assembly), so they share variants and metrics.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Run the service: bind, build the app, serve until told to stop."""
+"""Run the service: bind, assemble the stack, put the HTTP front on it, serve until told to stop."""
 
 from __future__ import annotations
 
@@ -13,8 +13,10 @@ import uvicorn
 from fastapi import FastAPI
 
 from service.api.http.app import create_app
-from service.api.http.coalescing import CoalescingHttpToolsProtocol
+from service.api.http.guards import ClientLimits, guarded_protocol
+from service.assembly import serving_stack
 from service.config import Settings
+from service.dataplane import DataPlane
 
 log = logging.getLogger("service")
 
@@ -48,12 +50,12 @@ class DrainingServer(uvicorn.Server):
 
     At SIGTERM the service reports not-ready at once (HTTP readiness and gRPC health) but keeps serving for
     ``drain_delay_s``, so endpoints are removed before connections are refused; then uvicorn shuts down as
-    usual: stop accepting, let in-flight requests finish within the grace period, run the lifespan's exit.
+    usual: stop accepting, let in-flight requests finish within the grace period; the stack stops after.
     """
 
-    def __init__(self, config: uvicorn.Config, app: FastAPI, drain_delay_s: float) -> None:
+    def __init__(self, config: uvicorn.Config, dataplane: DataPlane, drain_delay_s: float) -> None:
         super().__init__(config)
-        self._app = app
+        self._dataplane = dataplane
         self._drain_delay_s = drain_delay_s
         self._loop: asyncio.AbstractEventLoop | None = None
         self._draining = False
@@ -67,9 +69,7 @@ class DrainingServer(uvicorn.Server):
             super().handle_exit(sig, frame)
             return
         self._draining = True
-        context = getattr(self._app.state, "slimserve", None)
-        if context is not None:
-            context.dataplane.draining = True
+        self._dataplane.draining = True
         log.info(
             "SIGTERM: not ready now, serving %.1f s more for load balancers, then draining",
             self._drain_delay_s,
@@ -80,12 +80,15 @@ class DrainingServer(uvicorn.Server):
 
 def uvicorn_config(app: FastAPI, settings: Settings, **overrides: Any) -> uvicorn.Config:
     """How uvicorn runs the app, here and in the tests: one place, so they cannot drift apart."""
+    server = settings.server
     options: dict[str, Any] = {
-        "http": CoalescingHttpToolsProtocol,
-        "log_level": settings.server.log_level,
-        "access_log": settings.server.access_log,
-        "lifespan": "on",
-        "timeout_graceful_shutdown": max(1, round(settings.server.shutdown_grace_s)),
+        "http": guarded_protocol(
+            ClientLimits(server.head_timeout_s, server.body_timeout_s, server.max_connections)
+        ),
+        "log_level": server.log_level,
+        "access_log": server.access_log,
+        "lifespan": "off",  # the stack is assembled around the app (service.assembly), not inside it
+        "timeout_graceful_shutdown": max(1, round(server.shutdown_grace_s)),
     }
     return uvicorn.Config(app, **(options | overrides))
 
@@ -94,6 +97,6 @@ async def serve(settings: Settings) -> None:
     sock = bind(settings.server.host, settings.server.http_port)
     host, port = sock.getsockname()[:2]
     log.info("slimserve listening on http://%s:%d (registry %s)", host, port, settings.registry.path)
-    app = create_app(settings, on_ready=example_curl(host, port))
-    config = uvicorn_config(app, settings)
-    await DrainingServer(config, app, settings.server.drain_delay_s).serve(sockets=[sock])
+    async with serving_stack(settings, on_ready=example_curl(host, port)) as context:
+        config = uvicorn_config(create_app(context), settings)
+        await DrainingServer(config, context.dataplane, settings.server.drain_delay_s).serve(sockets=[sock])

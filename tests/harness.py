@@ -12,10 +12,13 @@ from typing import Any
 
 import httpx
 import uvicorn
+import uvloop
+from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
 from contract.layout import ModelVersion
 from service.api.http.app import create_app
+from service.assembly import serving_stack
 from service.backends.base import Backend
 from service.config import Settings
 from service.server import bind, uvicorn_config
@@ -60,29 +63,76 @@ class RunningService:
         raise TimeoutError(f"variants of {self.url} still loading after {timeout_s} s")
 
 
+class ServiceThread(threading.Thread):
+    """The service as ``python -m service`` assembles it, on its own event loop in a background thread."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        sock: Any,
+        metrics: CollectorRegistry,
+        backend_wrapper: Callable[[Backend, ModelVersion], Backend] | None,
+        customize_app: Callable[[FastAPI], None] | None,
+    ) -> None:
+        super().__init__(daemon=True)
+        self._settings, self._sock, self._metrics = settings, sock, metrics
+        self._backend_wrapper, self._customize_app = backend_wrapper, customize_app
+        self.started = threading.Event()
+        self.grpc_port = 0
+        self.error: BaseException | None = None
+        self.http: uvicorn.Server | None = None
+
+    def run(self) -> None:
+        try:
+            uvloop.run(self._serve())
+        except BaseException as error:  # reported to the test by run_service
+            self.error = error
+        finally:
+            self.started.set()
+
+    async def _serve(self) -> None:
+        stack = serving_stack(
+            self._settings, backend_wrapper=self._backend_wrapper, metrics_registry=self._metrics
+        )
+        async with stack as context:
+            app = create_app(context)
+            if self._customize_app:
+                self._customize_app(app)
+            self.http = uvicorn.Server(uvicorn_config(app, self._settings, log_level="warning"))
+            self.grpc_port = context.grpc_port or 0
+            self.started.set()
+            await self.http.serve(sockets=[self._sock])
+
+    def stop(self) -> None:
+        if self.http is not None:
+            self.http.should_exit = True
+        self.join(timeout=30)
+
+
 @contextlib.contextmanager
 def run_service(
     settings: Settings,
     *,
     backend_wrapper: Callable[[Backend, ModelVersion], Backend] | None = None,
+    customize_app: Callable[[FastAPI], None] | None = None,
     wait_ready: bool = True,
     timeout_s: float = 120,
 ) -> Iterator[RunningService]:
+    """``customize_app`` changes the app before it serves (a test adds a middleware with it)."""
     sock = bind("127.0.0.1", 0)
     host, port = sock.getsockname()[:2]
     metrics = CollectorRegistry()
-    app = create_app(settings, backend_wrapper=backend_wrapper, metrics_registry=metrics)
-    server = uvicorn.Server(uvicorn_config(app, settings, log_level="warning"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread = ServiceThread(settings, sock, metrics, backend_wrapper, customize_app)
     thread.start()
-    service = RunningService(f"http://{host}:{port}", host, port, metrics)
     try:
+        thread.started.wait(timeout_s)
+        if thread.error is not None:
+            raise RuntimeError("the service did not start") from thread.error
+        service = RunningService(f"http://{host}:{port}", host, port, metrics, thread.grpc_port)
         _wait(service, ready=wait_ready, timeout_s=timeout_s)
-        service.grpc_port = app.state.slimserve.grpc_port or 0
         yield service
     finally:
-        server.should_exit = True
-        thread.join(timeout=30)
+        thread.stop()
         sock.close()
 
 

@@ -131,6 +131,28 @@ def test_sticky_keys_survive_a_restart_and_hold_over_grpc(
                 assert dict(call.trailing_metadata())["slimserve-variant"] == first[key]
 
 
+def test_http_and_grpc_name_what_served_a_request_alike(
+    tiny_registry: Path, tmp_path: Path, digits: np.ndarray
+) -> None:
+    """One function turns what served a request into HTTP headers and gRPC trailing metadata."""
+    experiments = write_experiments(tmp_path / "experiments.yaml")
+    with run_service(settings_for(tiny_registry, experiments)) as running, running.client() as client:
+        http = client.post(
+            "/v2/models/mnist/infer", json=body(digits[0], "id-7"), headers={"x-user-id": "u7"}
+        )
+        with grpc.insecure_channel(running.grpc_url) as channel:
+            request = pb.ModelInferRequest(model_name="mnist", id="id-7")
+            request.inputs.add(name="INPUT__0", datatype="FP32", shape=[1, 1, 28, 28])
+            request.raw_input_contents.append(digits[0].astype("<f4").tobytes())
+            stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+            _, call = stub.ModelInfer.with_call(request, metadata=(("x-user-id", "u7"),))
+    said_over_http = {key: value for key, value in http.headers.items() if key.startswith("slimserve-")}
+    said_over_grpc = {key: value for key, value in call.trailing_metadata() if key.startswith("slimserve-")}
+    assert said_over_grpc == said_over_http
+    assert said_over_http["slimserve-experiment"] == "mnist-ab"
+    assert said_over_http["slimserve-request-id"] == "id-7"
+
+
 def test_pin_header_forces_a_variant(tiny_registry: Path, tmp_path: Path, digits: np.ndarray) -> None:
     experiments = write_experiments(tmp_path / "experiments.yaml")
     with run_service(settings_for(tiny_registry, experiments)) as running, running.client() as client:

@@ -17,7 +17,7 @@ log = logging.getLogger(__name__)
 
 
 class GrpcServer:
-    """Started and stopped by the HTTP app's lifespan, so both transports share one process lifecycle."""
+    """A peer of the HTTP front: service.assembly starts it beside the Runtime, and stops it."""
 
     def __init__(self, settings: Settings, dataplane: DataPlane) -> None:
         self._settings = settings

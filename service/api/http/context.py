@@ -1,22 +1,10 @@
-"""What the routes share, built by the lifespan and kept on ``app.state``."""
+"""How a route reaches the service it belongs to: the context the app was created with."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from fastapi import Request
 
-from service.config import Settings
-from service.dataplane import DataPlane
-from service.metrics import ServiceMetrics
-
-
-@dataclass(frozen=True, slots=True)
-class ServiceContext:
-    settings: Settings
-    dataplane: DataPlane
-    metrics: ServiceMetrics
-    grpc_port: int | None
+from service.assembly import ServiceContext
 
 
 def context(request: Request) -> ServiceContext:

@@ -12,13 +12,12 @@ from __future__ import annotations
 import logging
 import re
 
-from starlette.datastructures import State
 from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from service.api.http.context import ServiceContext
 from service.api.http.errors import error_response
 from service.api.http.oip import infer_response
+from service.assembly import ServiceContext
 from service.errors import InternalError, SlimServeError
 
 log = logging.getLogger(__name__)
@@ -29,19 +28,18 @@ INFER_PATH = re.compile(r"/v2/models/(?P<model>[^/]+)(?:/versions/(?P<version>[^
 class InferFastPath:
     """ASGI middleware: inference requests are served here, everything else passes through to ``app``."""
 
-    def __init__(self, app: ASGIApp, state: State) -> None:
+    def __init__(self, app: ASGIApp, context: ServiceContext) -> None:
         self.app = app
-        self._state = state
+        self._context = context
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "POST":
             path: str = scope["path"]
             match = INFER_PATH.fullmatch(path, len(scope.get("root_path", "")))
-            ctx: ServiceContext | None = getattr(self._state, "slimserve", None)
-            if match is not None and ctx is not None:
+            if match is not None:
                 request = Request(scope, receive)
                 try:
-                    response = await infer_response(ctx, request, match["model"], match["version"])
+                    response = await infer_response(self._context, request, match["model"], match["version"])
                 except SlimServeError as error:
                     response = error_response(error)
                 except Exception:

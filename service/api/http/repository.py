@@ -7,7 +7,8 @@ from typing import Any
 from fastapi import APIRouter, Request
 from starlette.responses import JSONResponse, Response
 
-from service.api.http.context import ServiceContext, context
+from service.api.http.context import context
+from service.assembly import ServiceContext
 from service.auth import require_admin
 
 router = APIRouter(prefix="/v2/repository", tags=["Model repository (admin)"])
