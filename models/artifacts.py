@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from contract.card import ArtifactFormat, Signature
-from models.architectures import Preprocess
+from models.architectures import MNIST_NORMALISER, Normaliser, Preprocess
 from models.export import export_onnx, export_torchscript
 from models.quantize_portable import quantize_onnx_static, quantize_openvino
 from models.recipes import Recipe
@@ -43,6 +43,18 @@ SIGNATURE = Signature.model_validate(
         "outputs": [{"name": "OUTPUT__0", "datatype": "FP32", "shape": [-1, 10]}],
     }
 )
+
+
+@dataclass(frozen=True)
+class FamilyIO:
+    """What every artifact of a family shares: its signature, class labels and in-model preprocessing."""
+
+    signature: Signature
+    labels: list[str]
+    normaliser: Normaliser
+
+
+MNIST_IO = FamilyIO(SIGNATURE, LABELS, MNIST_NORMALISER)
 
 
 class GateError(Exception):
@@ -106,7 +118,11 @@ def library_versions(fmt: ArtifactFormat) -> dict[str, str]:
 
 
 def plan(
-    recipe: Recipe, trained: dict[str, Trained], example: torch.Tensor, calibration: np.ndarray
+    recipe: Recipe,
+    trained: dict[str, Trained],
+    example: torch.Tensor,
+    calibration: np.ndarray,
+    io: FamilyIO = MNIST_IO,
 ) -> list[Planned]:
     """The artifacts of every format the recipe asks for; the fp32 student's ONNX file is written once."""
     planned: list[Planned] = []
@@ -121,16 +137,18 @@ def plan(
                     item.variant,
                     ArtifactFormat.TORCHSCRIPT,
                     item,
-                    _torchscript_writer(item, example),
+                    _torchscript_writer(item, example, io.normaliser),
                     (item.parent,) if item.parent else (),
                     quantization,
                 )
             )
     teacher, student = trained[TEACHER], trained[STUDENT]
-    student_onnx = _OnnxOnce(student.net, example)
+    student_onnx = _OnnxOnce(student.net, example, io)
     if "onnx" in recipe.formats:
         planned += [
-            Planned(TEACHER_ONNX, ArtifactFormat.ONNX, teacher, _OnnxOnce(teacher.net, example), gate="fp32"),
+            Planned(
+                TEACHER_ONNX, ArtifactFormat.ONNX, teacher, _OnnxOnce(teacher.net, example, io), gate="fp32"
+            ),
             Planned(
                 STUDENT_ONNX, ArtifactFormat.ONNX, student, student_onnx, (TEACHER_ONNX, TEACHER), gate="fp32"
             ),
@@ -138,7 +156,7 @@ def plan(
                 INT8_ONNX,
                 ArtifactFormat.ONNX,
                 student,
-                _onnx_int8_writer(student_onnx, calibration),
+                _onnx_int8_writer(student_onnx, calibration, io.signature.inputs[0].name),
                 (STUDENT_ONNX, STUDENT),
                 {
                     "engine": "onnxruntime",
@@ -163,10 +181,12 @@ def plan(
     return planned
 
 
-def _torchscript_writer(item: Trained, example: torch.Tensor) -> Callable[[Path], dict[str, Path]]:
+def _torchscript_writer(
+    item: Trained, example: torch.Tensor, normaliser: Normaliser
+) -> Callable[[Path], dict[str, Path]]:
     def write(folder: Path) -> dict[str, Path]:
         path = folder / "model.pt"
-        export_torchscript(item.net, path, example, engine=item.engine)
+        export_torchscript(item.net, path, example, engine=item.engine, normaliser=normaliser)
         return {"model.pt": path}
 
     return write
@@ -175,23 +195,25 @@ def _torchscript_writer(item: Trained, example: torch.Tensor) -> Callable[[Path]
 class _OnnxOnce:
     """Exports a network to ONNX the first time it is asked and hands back the same file afterwards."""
 
-    def __init__(self, net: nn.Module, example: torch.Tensor) -> None:
-        self._net, self._example = net, example
+    def __init__(self, net: nn.Module, example: torch.Tensor, io: FamilyIO) -> None:
+        self._net, self._example, self._io = net, example, io
         self._path: Path | None = None
 
     def __call__(self, folder: Path) -> dict[str, Path]:
         if self._path is None:
             folder.mkdir(parents=True, exist_ok=True)
             self._path = folder / "model.onnx"
-            export_onnx(self._net, self._path, self._example, SIGNATURE)
+            export_onnx(self._net, self._path, self._example, self._io.signature, self._io.normaliser)
         return {"model.onnx": self._path}
 
 
-def _onnx_int8_writer(fp32: _OnnxOnce, calibration: np.ndarray) -> Callable[[Path], dict[str, Path]]:
+def _onnx_int8_writer(
+    fp32: _OnnxOnce, calibration: np.ndarray, input_name: str
+) -> Callable[[Path], dict[str, Path]]:
     def write(folder: Path) -> dict[str, Path]:
         source = fp32(folder.parent / f"{folder.name}-fp32")
         path = folder / "model.onnx"
-        quantize_onnx_static(source["model.onnx"], path, calibration, SIGNATURE.inputs[0].name)
+        quantize_onnx_static(source["model.onnx"], path, calibration, input_name)
         return {"model.onnx": path}
 
     return write
@@ -206,9 +228,11 @@ def _openvino_int8_writer(fp32: _OnnxOnce, calibration: np.ndarray) -> Callable[
     return write
 
 
-def reference_logits(net: nn.Module, images: np.ndarray, batch_size: int = 250) -> np.ndarray:
+def reference_logits(
+    net: nn.Module, images: np.ndarray, normaliser: Normaliser = MNIST_NORMALISER, batch_size: int = 250
+) -> np.ndarray:
     """What the in-memory network (with its preprocessing) answers: the yardstick of its exports."""
-    model = Preprocess(net).eval()
+    model = Preprocess(net, normaliser).eval()
     with torch.inference_mode():
         parts = [
             model(torch.from_numpy(images[i : i + batch_size])) for i in range(0, len(images), batch_size)
