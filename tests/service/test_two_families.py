@@ -15,6 +15,7 @@ from models.evaluate import single_thread
 from models.pipeline import build
 from models.sources import load_family_data
 from models.spec import builtin_spec
+from service.runtime import load_checked_experiments
 from tests.harness import make_settings, run_service
 from tests.service.test_bring_your_own_model import sample
 
@@ -54,7 +55,7 @@ def test_each_family_name_serves_its_own_default(
     with run_service(make_settings(two_families)) as service, service.client() as client:
         assert client.get("/v2/health/ready").status_code == 200
         wdbc = infer(client, "wdbc", wdbc_rows[0][:3])
-        assert wdbc.headers["slimserve-variant"] == "student-int8-dynamic"  # declared by the wdbc spec
+        assert wdbc.headers["slimserve-variant"] == "student-int8-onnx"  # declared by the wdbc spec
         assert np.asarray(wdbc.json()["outputs"][0]["data"]).size == 3 * 2
         mnist = infer(client, "mnist", mnist_test_digits[0][:1])
         assert mnist.headers["slimserve-variant"] == "student-int8-x86"
@@ -111,3 +112,11 @@ def test_per_family_experiments_and_metrics_stay_apart(
     )
     assert labelled == len(rows)
     assert "mnist" not in str(report) and report["family"] == "wdbc"
+
+
+def test_the_example_experiments_route_both_families(two_families: Path) -> None:
+    examples = Path(__file__).parents[2] / "examples" / "experiments.yaml"
+    experiments = load_checked_experiments(
+        make_settings(two_families, routing={"experiments_file": examples})
+    )
+    assert {experiment.family for experiment in experiments.experiments} == {"mnist", "wdbc"}
