@@ -4,69 +4,29 @@ over HTTP and gRPC, split between the imported variants, and their accuracy read
 
 from __future__ import annotations
 
-import warnings
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 import tritonclient.grpc as triton_grpc
 import tritonclient.http as triton_http
-import yaml
 from prometheus_client.parser import text_string_to_metric_families
 from sklearn.datasets import load_iris
-from torch import nn
 
-from contract import layout, torchscript
+from contract import layout
+from examples.own_model import write_user_model
 from models.__main__ import main
 from tests.harness import make_settings, run_service
 
-
-class IrisNet(nn.Module):
-    """The user's model: its own preprocessing inside, raw measurements in, logits out."""
-
-    def __init__(self, hidden: int, mean: torch.Tensor, std: torch.Tensor) -> None:
-        super().__init__()
-        self.mean: torch.Tensor
-        self.std: torch.Tensor
-        self.register_buffer("mean", mean)
-        self.register_buffer("std", std)
-        self.layers = nn.Sequential(nn.Linear(4, hidden), nn.ReLU(), nn.Linear(hidden, 3))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.layers((x - self.mean) / self.std)
-
-
-def train_iris(hidden: int, inputs: torch.Tensor, labels: torch.Tensor) -> nn.Module:
-    torch.manual_seed(hidden)
-    net = IrisNet(hidden, inputs.mean(0), inputs.std(0))
-    optimizer = torch.optim.Adam(net.parameters(), lr=0.05)
-    for _ in range(150):
-        optimizer.zero_grad()
-        nn.functional.cross_entropy(net(inputs), labels).backward()
-        optimizer.step()
-    return net.eval()
+EXAMPLES = Path(__file__).parents[2] / "examples"
 
 
 @pytest.fixture(scope="module")
 def user_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A fresh folder holding what a user brings: model.onnx, model.pt and eval.npz."""
     folder = tmp_path_factory.mktemp("user")
-    iris = load_iris()
-    inputs = torch.tensor(iris.data, dtype=torch.float32)
-    labels = torch.tensor(iris.target, dtype=torch.int64)
-    example = inputs[:8]
-    big, small = train_iris(32, inputs, labels), train_iris(4, inputs, labels)
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.filterwarnings(
-            "ignore", category=FutureWarning, message=r".*LeafSpec"
-        )  # torch's own exporter
-        torch.onnx.export(
-            big, (example,), str(folder / "model.onnx"), dynamo=True, input_names=["INPUT__0"],
-            output_names=["OUTPUT__0"], dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=1024)},),
-        )  # fmt: skip
-    torchscript.save_traced(small, folder / "model.pt", example)
-    np.savez(folder / "eval.npz", inputs=iris.data.astype(np.float32), labels=iris.target.astype(np.int64))
+    write_user_model(folder)
     return folder
 
 
@@ -107,11 +67,8 @@ def test_imported_models_are_served_split_and_measured(
     assert {"bytes", "latency_p50_batch1_seconds", "throughput_batch32_per_second"} <= set(student.metrics)
     assert teacher.default_variant == student.default_variant == "teacher-onnx"  # the family's first import
 
-    experiments = tmp_path / "experiments.yaml"
-    experiments.write_text(yaml.safe_dump({"experiments": [{
-        "name": "iris-ab", "family": "iris", "reference": "teacher-onnx", "sticky_key": "x-user-id",
-        "variants": [{"name": "teacher-onnx", "weight": 50}, {"name": "student-ts", "weight": 50}],
-    }]}))  # fmt: skip
+    experiments = tmp_path / "experiments.yaml"  # the README's file, copied as it says
+    shutil.copyfile(EXAMPLES / "iris-experiments.yaml", experiments)
     settings = make_settings(registry, routing={"experiments_file": experiments})
     iris = load_iris()
     rows, truth = iris.data.astype(np.float32), iris.target
