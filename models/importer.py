@@ -8,7 +8,7 @@ through the runner the service serves it with, which also measures the card's me
 from __future__ import annotations
 
 import datetime
-import importlib.metadata
+import re
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -21,6 +21,7 @@ import torch
 from contract import layout
 from contract.card import ArtifactFormat, ModelCard, Signature, TensorSpec
 from contract.publish import draft_version, publish, sha256_of
+from models.artifacts import library_versions
 from models.data import sha256_arrays
 from models.evaluate import artifact_bytes, logits_of, output_of, single_thread, speed
 from models.signatures import (
@@ -65,8 +66,6 @@ class Family:
 
 
 def split_name(name: str) -> tuple[str, str]:
-    import re
-
     family, sep, variant = name.partition("-")
     if not sep or not variant or not re.match(NAME_PATTERN, family) or not layout.MODEL_NAME.match(name):
         raise ImportRefused(
@@ -112,20 +111,17 @@ def format_of(path: Path) -> ArtifactFormat:
     return fmt
 
 
-def _declared_signature(declared: Declared, family: Family, width: int | None) -> Signature | None:
-    """The signature the flags declare (falling back to the family's names), or None when they declare none."""
+def _declared_signature(declared: Declared, family: Family, width: int) -> Signature | None:
+    """The signature the flags declare (names default to the family's), or None when they declare none."""
     if declared.input_shape is None:
         return None
     base = family.signature
-    output_width = width if width is not None else (base.outputs[0].shape[-1] if base else None)
-    if output_width is None:
-        return None
+    input_name = declared.input_name or (base.inputs[0].name if base else "INPUT__0")
+    output_name = declared.output_name or (base.outputs[0].name if base else "OUTPUT__0")
     return Signature(
-        inputs=[TensorSpec(name=declared.input_name or (base.inputs[0].name if base else "INPUT__0"),
-                           datatype=declared.datatype, shape=[-1, *declared.input_shape])],
-        outputs=[TensorSpec(name=declared.output_name or (base.outputs[0].name if base else "OUTPUT__0"),
-                            datatype="FP32", shape=[-1, output_width])],
-    )  # fmt: skip
+        inputs=[TensorSpec(name=input_name, datatype=declared.datatype, shape=[-1, *declared.input_shape])],
+        outputs=[TensorSpec(name=output_name, datatype="FP32", shape=[-1, width])],
+    )
 
 
 def read_signature(
@@ -153,7 +149,12 @@ def _torchscript_signature(path: Path, declared: Declared, family: Family) -> tu
     """TorchScript carries no signature: the declared or the family's input, the output width from one run."""
     from contract import torchscript
 
-    if declared.input_shape is None and family.signature is None:
+    base = family.signature
+    if declared.input_shape is not None:
+        shape = declared.input_shape
+    elif base is not None:
+        shape = base.inputs[0].shape[1:]
+    else:
         raise ImportRefused(
             f"--input-shape: {path.name} is TorchScript, which carries no signature; give --input-shape "
             "(and --input-name, --output-name) or import into a family that has a signature"
@@ -162,8 +163,6 @@ def _torchscript_signature(path: Path, declared: Declared, family: Family) -> tu
         module = torchscript.load(path)
     except Exception as exc:  # torch.jit raises RuntimeError and others for a file that is not TorchScript
         raise ImportRefused(f"--file: {path.name} is not a readable TorchScript module ({exc})") from None
-    parameters = sum(p.numel() for p in module.parameters())
-    shape = declared.input_shape if declared.input_shape is not None else family.signature.inputs[0].shape[1:]  # type: ignore[union-attr]
     try:
         with torch.inference_mode():
             result = module(torch.zeros(2, *shape))
@@ -173,11 +172,13 @@ def _torchscript_signature(path: Path, declared: Declared, family: Family) -> tu
         ) from None
     if not isinstance(result, torch.Tensor) or result.ndim != 2:
         raise ImportRefused(f"--file: {path.name} must return one [batch, classes] tensor")
-    signature = _declared_signature(declared, family, int(result.shape[1])) or Signature(
-        inputs=[family.signature.inputs[0]],  # type: ignore[union-attr]
-        outputs=[family.signature.outputs[0].model_copy(update={"shape": [-1, int(result.shape[1])]})],  # type: ignore[union-attr]
-    )
-    return signature, parameters
+    width = int(result.shape[1])
+    signature = _declared_signature(declared, family, width)
+    if signature is None:
+        assert base is not None  # no declared shape: the family's signature was required above
+        output = base.outputs[0].model_copy(update={"shape": [-1, width]})
+        signature = Signature(inputs=[base.inputs[0]], outputs=[output])
+    return signature, sum(p.numel() for p in module.parameters())
 
 
 @dataclass(frozen=True)
@@ -253,18 +254,26 @@ def import_artifact(
     labels = _labels(declared, family, classes)
     data = read_eval_data(eval_data, signature, classes)
     precision = declared.precision or ("int8" if quantized else "fp32")
-    card: dict[str, Any] = {
-        "family": family_name, "variant": variant, "name": name, "version": 1, "format": str(fmt),
-        "precision": precision, "quantization": _quantization(fmt, precision, declared),
-        "architecture": "", "hyperparameters": {"imported_from": path.name, "sha256": sha256_of(path)},
-        "parent": None, "dataset": {} if data is None else data.card, "signature": signature.model_dump(),
-        "labels": labels, "default_variant": variant if declared.default or not family.default_variant else family.default_variant,
-        "max_batch_size": declared.max_batch_size, "files": {}, "metrics": {},
-        "libraries": {"torch" if fmt is ArtifactFormat.TORCHSCRIPT else RUNTIMES[fmt]:
-                      importlib.metadata.version("torch" if fmt is ArtifactFormat.TORCHSCRIPT else RUNTIMES[fmt])},
+    default = variant if declared.default or not family.default_variant else family.default_variant
+    card = {
+        "family": family_name,
+        "variant": variant,
+        "name": name,
+        "version": 1,  # set by publish
+        "format": str(fmt),
+        "precision": precision,
+        "quantization": _quantization(fmt, precision, declared),
+        "hyperparameters": {"imported_from": path.name, "sha256": sha256_of(path)},
+        "dataset": {} if data is None else data.card,
+        "signature": signature.model_dump(),
+        "labels": labels,
+        "default_variant": default,
+        "max_batch_size": declared.max_batch_size,
+        "files": {},
+        "libraries": library_versions(fmt),
         "torch_version": torch.__version__,
         "created_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-    }  # fmt: skip
+    }
     with tempfile.TemporaryDirectory(prefix="slimserve-import-") as work:
         folder = Path(work)
         copy_artifact(path, fmt, folder)
