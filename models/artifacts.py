@@ -13,6 +13,7 @@ Gates, on the whole test split: an fp32 export reproduces its network's logits w
 from __future__ import annotations
 
 import importlib.metadata
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,11 +69,13 @@ def static_variant(engine: str) -> str:
 def variants(recipe: Recipe) -> list[str]:
     """Every variant a build of ``recipe`` publishes, in publication order."""
     names: list[str] = []
-    if "torchscript" in recipe.formats:
-        names += [TEACHER, SCRATCH, STUDENT, *(static_variant(e) for e in recipe.quantization_engines)]
+    if "torchscript" in recipe.formats:  # a pre-built teacher is published in its own format only
+        names += [TEACHER] if recipe.teacher_artifact in ("", "torchscript") else []
+        names += [SCRATCH, STUDENT, *(static_variant(e) for e in recipe.quantization_engines)]
         names += [DYNAMIC] if recipe.dynamic_int8 else []
     if "onnx" in recipe.formats:
-        names += [TEACHER_ONNX, STUDENT_ONNX, INT8_ONNX]
+        names += [TEACHER_ONNX] if recipe.teacher_artifact in ("", "onnx") else []
+        names += [STUDENT_ONNX, INT8_ONNX]
     if "openvino" in recipe.formats:
         names += [INT8_OPENVINO]
     return names
@@ -89,6 +92,7 @@ class Trained:
     engine: str | None = None
     method: str | None = None
     parent: str | None = None
+    artifact: Path | None = None  # a pre-built teacher: published as this file, not exported from ``net``
 
 
 @dataclass
@@ -128,6 +132,8 @@ def plan(
     planned: list[Planned] = []
     if "torchscript" in recipe.formats:
         for item in trained.values():
+            if item.artifact is not None and recipe.teacher_artifact != "torchscript":
+                continue
             quantization = None
             if item.engine is not None:
                 samples = recipe.calibration_samples if item.method == "static" else 0
@@ -137,18 +143,23 @@ def plan(
                     item.variant,
                     ArtifactFormat.TORCHSCRIPT,
                     item,
-                    _torchscript_writer(item, example, io.normaliser),
+                    _copy_writer(item.artifact, "model.pt")
+                    if item.artifact is not None
+                    else _torchscript_writer(item, example, io.normaliser),
                     (item.parent,) if item.parent else (),
                     quantization,
                 )
             )
     teacher, student = trained[TEACHER], trained[STUDENT]
     student_onnx = _OnnxOnce(student.net, example, io)
+    if "onnx" in recipe.formats and teacher.artifact is None:
+        teacher_onnx = _OnnxOnce(teacher.net, example, io)
+        planned.append(Planned(TEACHER_ONNX, ArtifactFormat.ONNX, teacher, teacher_onnx, gate="fp32"))
+    elif "onnx" in recipe.formats and recipe.teacher_artifact == "onnx":
+        copied = _copy_writer(teacher.artifact, "model.onnx")
+        planned.append(Planned(TEACHER_ONNX, ArtifactFormat.ONNX, teacher, copied))
     if "onnx" in recipe.formats:
         planned += [
-            Planned(
-                TEACHER_ONNX, ArtifactFormat.ONNX, teacher, _OnnxOnce(teacher.net, example, io), gate="fp32"
-            ),
             Planned(
                 STUDENT_ONNX, ArtifactFormat.ONNX, student, student_onnx, (TEACHER_ONNX, TEACHER), gate="fp32"
             ),
@@ -179,6 +190,15 @@ def plan(
             )
         )
     return planned
+
+
+def _copy_writer(source: Path | None, name: str) -> Callable[[Path], dict[str, Path]]:
+    def write(folder: Path) -> dict[str, Path]:
+        assert source is not None
+        shutil.copyfile(source, folder / name)
+        return {name: folder / name}
+
+    return write
 
 
 def _torchscript_writer(

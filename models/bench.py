@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from models.artifacts import INT8_ONNX, INT8_OPENVINO, SCRATCH, STUDENT, TEACHER, static_variant
+from models.artifacts import INT8_ONNX, INT8_OPENVINO, SCRATCH, STUDENT, TEACHER, TEACHER_ONNX, static_variant
 from models.pipeline import BuildResult, build
 from models.spec import FamilySpec, builtin_spec
 
@@ -73,10 +73,16 @@ def gap_closed(teacher: float, scratch: float, kd: float) -> float:
     return (kd - scratch) / gap if gap > 0 else float("nan")
 
 
+def reference_teacher(results: Sequence[BuildResult]) -> str:
+    """The TorchScript teacher, or the ONNX one when the family has no TorchScript teacher."""
+    return TEACHER if any(v.variant == TEACHER for v in results[0].variants) else TEACHER_ONNX
+
+
 def targets(results: Sequence[BuildResult], reference: str = INT8) -> list[Target]:
     """The quality targets, against ``reference`` (the family's default int8 variant); a target whose
     variants the family does not build is left out."""
     built = {v.variant for v in results[0].variants}
+    teacher = reference_teacher(results)
 
     def mean(variant: str, metric: str) -> float:
         return statistics.fmean(float(r.metrics(variant)[metric]) for r in results)
@@ -89,21 +95,21 @@ def targets(results: Sequence[BuildResult], reference: str = INT8) -> list[Targe
 
     short = "x86" if reference == INT8 else reference
     # On the mean accuracies: a per-seed ratio is undefined whenever a seed's teacher does not beat its scratch.
-    gap = gap_closed(accuracy(TEACHER), accuracy(SCRATCH), accuracy(STUDENT))
+    gap = gap_closed(accuracy(teacher), accuracy(SCRATCH), accuracy(STUDENT))
     found = [
         Target(
-            "int8 student accuracy vs teacher − 1.0 pt", accuracy(reference) - accuracy(TEACHER), -1.0, " pt"
+            "int8 student accuracy vs teacher − 1.0 pt", accuracy(reference) - accuracy(teacher), -1.0, " pt"
         ),
         Target("KD closes the teacher–scratch gap (on mean accuracies)", gap * 100, 50.0, "%"),
         Target(
             "int8 student size reduction vs teacher",
-            mean(TEACHER, "bytes") / mean(reference, "bytes"),
+            mean(teacher, "bytes") / mean(reference, "bytes"),
             20.0,
             "×",
         ),
         Target(
             "int8 batch-32 throughput vs teacher",
-            mean(reference, "throughput_batch32_per_second") / mean(TEACHER, "throughput_batch32_per_second"),
+            mean(reference, "throughput_batch32_per_second") / mean(teacher, "throughput_batch32_per_second"),
             10.0,
             "×",
         ),
@@ -163,7 +169,9 @@ def report(family: str, results: Sequence[BuildResult], command: str, reference:
         lines.append(f"| {variant} | " + " | ".join(cells) + " |")
     gaps = [
         gap_closed(
-            r.metrics(TEACHER)["accuracy"], r.metrics(SCRATCH)["accuracy"], r.metrics(STUDENT)["accuracy"]
+            r.metrics(reference_teacher(results))["accuracy"],
+            r.metrics(SCRATCH)["accuracy"],
+            r.metrics(STUDENT)["accuracy"],
         )
         for r in results
     ]

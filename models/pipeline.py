@@ -186,7 +186,8 @@ def build(
     for engine in recipe.quantization_engines:
         check_engine_supported(engine)
     for reference in {recipe.teacher_architecture, recipe.student_architecture}:
-        architectures.resolve(reference)
+        if not reference.startswith("artifact:"):
+            architectures.resolve(reference)
     data = load_family_data(spec, data_dir)
     normaliser = fitted_normaliser(spec, data.train.head(recipe.limit))
     digest = recipe.digest(data.digest, data.split_digest, spec.digest_fields())
@@ -194,11 +195,12 @@ def build(
     if current is not None:
         log.info("%s: up to date (recipe %s)", spec.name, digest[:12])
         return BuildResult(spec.name, digest, True, current, time.perf_counter() - start)
-    trained = train_variants(
-        recipe, data, progress=progress, normaliser=normaliser, teacher_weights=spec.teacher.state_dict
-    )
-    default = spec.serving.default_variant if spec.serving.default_variant in variants(recipe) else ""
     io = FamilyIO(spec.signature.signature(), spec.labels, normaliser)
+    trained = train_variants(
+        recipe, data, progress=progress, io=io, teacher_weights=spec.teacher.state_dict,
+        teacher_artifact=spec.teacher.artifact,
+    )  # fmt: skip
+    default = spec.serving.default_variant if spec.serving.default_variant in variants(recipe) else ""
     published = _publish_all(registry_path, _Family(spec.name, default, io, data, recipe, digest), trained)
     result = BuildResult(spec.name, digest, False, published, time.perf_counter() - start)
     log.info("%s: built in %.1f s\n%s", spec.name, result.seconds, result.table())

@@ -25,6 +25,7 @@ class RecipeError(Exception):
 class Recipe:
     family: str
     teacher_architecture: str = "models.architectures:teacher"
+    teacher_artifact: str = ""  # "onnx" or "torchscript": a pre-built teacher, published as it is
     student_architecture: str = "models.architectures:student"
     teacher_epochs: int = 25
     student_epochs: int = 60  # patient teaching; the scratch baseline and the KD student get the same budget

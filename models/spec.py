@@ -103,24 +103,42 @@ class DataSpec(_Strict):
     split: SplitSpec = SplitSpec()
 
 
+TEACHER_ARTIFACTS = {".onnx": "onnx", ".pt": "torchscript", ".pth": "torchscript", ".ts": "torchscript"}
+
+
 class TeacherSpec(_Strict):
-    """Trained here from ``architecture``, or an existing network: ``factory`` plus its ``state_dict`` file."""
+    """Trained here from ``architecture``; or an existing one: ``factory`` plus its ``state_dict`` file, or a
+    pre-built ``artifact`` (ONNX or TorchScript, raw inputs in, published as the teacher variant as it is)."""
 
     architecture: str | None = None
     factory: str | None = None
     state_dict: Path | None = None
+    artifact: Path | None = None
 
     @model_validator(mode="after")
     def _one_source(self) -> TeacherSpec:
-        if (self.architecture is None) == (self.factory is None):
-            raise ValueError("give either architecture (trained here) or factory and state_dict")
+        given = [name for name in ("architecture", "factory", "artifact") if getattr(self, name) is not None]
+        if len(given) != 1:
+            raise ValueError("give one of architecture (trained here), factory and state_dict, or artifact")
         if (self.factory is None) != (self.state_dict is None):
             raise ValueError("factory and state_dict go together")
+        if self.artifact is not None and self.artifact.suffix.lower() not in TEACHER_ARTIFACTS:
+            raise ValueError(
+                f"artifact: {self.artifact.name} is neither ONNX nor TorchScript ({', '.join(TEACHER_ARTIFACTS)})"
+            )
         return self
 
     @property
     def reference(self) -> str:
+        """The recipe's teacher_architecture: an import path, or ``artifact:<file name>``."""
+        if self.artifact is not None:
+            return f"artifact:{self.artifact.name}"
         return self.architecture or self.factory or ""
+
+    @property
+    def artifact_format(self) -> str:
+        """``onnx`` or ``torchscript`` for a pre-built teacher; empty when it is a network."""
+        return TEACHER_ARTIFACTS[self.artifact.suffix.lower()] if self.artifact is not None else ""
 
 
 class StudentSpec(_Strict):
@@ -184,6 +202,11 @@ class FamilySpec(_Strict):
             )
         if width != len(self.labels):
             raise ValueError(f"labels: {len(self.labels)} labels, but signature.output.shape[-1] is {width}")
+        artifact = self.teacher.artifact_format
+        if artifact and artifact not in self.compression.formats:
+            raise ValueError(
+                f"teacher.artifact: a pre-built {artifact} teacher needs {artifact} in compression.formats"
+            )
         if self.training.shift_pixels and len(self.signature.input.shape) != 4:
             raise ValueError("training.shift_pixels: needs image inputs shaped [-1, C, H, W]")
         for field in ("mean", "std"):
@@ -198,6 +221,7 @@ class FamilySpec(_Strict):
         return Recipe(
             family=self.name,
             teacher_architecture=self.teacher.reference,
+            teacher_artifact=self.teacher.artifact_format,
             student_architecture=self.student.architecture,
             **training.model_dump(),
             calibration_samples=compression.calibration_samples,
@@ -216,8 +240,10 @@ class FamilySpec(_Strict):
             "labels": self.labels,
             "preprocessing": self.preprocessing.model_dump(),
         }
-        if self.teacher.state_dict is not None:
-            fields["teacher_state_dict"] = hashlib.sha256(self.teacher.state_dict.read_bytes()).hexdigest()
+        for name in ("state_dict", "artifact"):
+            path = getattr(self.teacher, name)
+            if path is not None:
+                fields[f"teacher_{name}"] = hashlib.sha256(path.read_bytes()).hexdigest()
         return fields
 
 
@@ -277,10 +303,10 @@ def _with_paths_resolved(spec: FamilySpec, source: str, base: Path) -> FamilySpe
             if value is not None:
                 setattr(item, kind, resolved(f"data.{part}.{kind}", value))
     teacher = spec.teacher
-    if teacher.state_dict is not None:
-        teacher = teacher.model_copy(
-            update={"state_dict": resolved("teacher.state_dict", teacher.state_dict)}
-        )
+    for name in ("state_dict", "artifact"):
+        path = getattr(teacher, name)
+        if path is not None:
+            teacher = teacher.model_copy(update={name: resolved(f"teacher.{name}", path)})
     return spec.model_copy(update={"data": data, "teacher": teacher})
 
 

@@ -14,12 +14,13 @@ from torch import nn
 
 from models import architectures
 from models.architectures import Normaliser
-from models.artifacts import DYNAMIC, SCRATCH, STUDENT, TEACHER, Trained, static_variant
+from models.artifacts import DYNAMIC, SCRATCH, STUDENT, TEACHER, FamilyIO, Trained, static_variant
 from models.data import Dataset
 from models.distill import distill
 from models.quantize import quantize_dynamic_linear, quantize_static
 from models.recipes import Recipe
 from models.spec import SpecError
+from models.teachers import load_teacher_artifact
 from models.train import TrainConfig, fit
 
 log = logging.getLogger(__name__)
@@ -71,13 +72,21 @@ def train_variants(
     data: Dataset,
     *,
     progress: bool,
-    normaliser: Normaliser,
+    io: FamilyIO,
     teacher_weights: Path | None = None,
+    teacher_artifact: Path | None = None,
 ) -> dict[str, Trained]:
-    """Train the teacher (unless its weights are given), the scratch and the distilled student, then quantize
-    the distilled one."""
+    """Train the teacher (unless its weights or a pre-built one are given), the scratch and the distilled
+    student, then quantize the distilled one."""
     train = data.train.head(recipe.limit)
-    if teacher_weights is not None:
+    normaliser = io.normaliser
+    teacher: nn.Module
+    params_t: int | None = None
+    if teacher_artifact is not None:
+        teacher, params_t = load_teacher_artifact(
+            teacher_artifact, recipe.teacher_artifact, io.signature, io.labels, normaliser
+        )
+    elif teacher_weights is not None:
         teacher = _pretrained(recipe.teacher_architecture, teacher_weights)
     else:
         teacher = _seeded(recipe.teacher_architecture, recipe.seed)
@@ -109,9 +118,11 @@ def train_variants(
             T=recipe.kd_temperature, alpha=recipe.kd_alpha, progress=progress,
         ),
     )  # fmt: skip
-    params_t, params_s = architectures.count_parameters(teacher), architectures.count_parameters(student)
+    params_s = architectures.count_parameters(student)
+    if params_t is None:
+        params_t = architectures.count_parameters(teacher)
     trained = [
-        Trained(TEACHER, teacher, recipe.teacher_architecture, params_t),
+        Trained(TEACHER, teacher, recipe.teacher_architecture, params_t, artifact=teacher_artifact),
         Trained(SCRATCH, scratch, recipe.student_architecture, params_s),
         Trained(STUDENT, student, recipe.student_architecture, params_s, parent=TEACHER),
     ]

@@ -119,6 +119,64 @@ def test_a_teacher_given_as_factory_and_state_dict_is_not_trained(tmp_path: Path
     )
 
 
+def test_a_prebuilt_onnx_teacher_teaches_and_is_published_as_it_is(tmp_path: Path) -> None:
+    from contract.card import Signature
+    from contract.publish import sha256_of
+    from models.architectures import Normaliser
+    from models.export import export_onnx
+    from models.pipeline import build
+
+    signature = Signature.model_validate({
+        "inputs": [{"name": "INPUT__0", "datatype": "FP32", "shape": [-1, 6]}],
+        "outputs": [{"name": "OUTPUT__0", "datatype": "FP32", "shape": [-1, 3]}],
+    })  # fmt: skip
+    torch.manual_seed(0)
+    export_onnx(teacher(), tmp_path / "teacher.onnx", torch.zeros(2, 6), signature, Normaliser(0.1, 0.0))
+    spec = tiny_spec(tmp_path, teacher={"artifact": "teacher.onnx"})
+    result = build(load_spec(write(tmp_path, spec)), tmp_path / "registry", progress=False)
+    assert [v.variant for v in result.variants] == [
+        "teacher-fp32-onnx",
+        "student-fp32-onnx",
+        "student-int8-onnx",
+    ]
+    published = layout.latest(tmp_path / "registry", "blobs-teacher-fp32-onnx")
+    assert published.card.files["model.onnx"] == sha256_of(tmp_path / "teacher.onnx")
+    assert published.card.architecture == "artifact:teacher.onnx"
+    assert (
+        layout.latest(tmp_path / "registry", "blobs-student-fp32-onnx").card.metrics["agreement_with_teacher"]
+        >= 0
+    )
+
+
+def test_a_prebuilt_torchscript_teacher_is_published_as_it_is(tmp_path: Path) -> None:
+    from contract import torchscript
+    from contract.publish import sha256_of
+    from models.pipeline import build
+
+    torchscript.save_traced(teacher(), tmp_path / "teacher.pt", torch.zeros(2, 6))
+    spec = tiny_spec(tmp_path, teacher={"artifact": "teacher.pt"}, compression={"formats": ["torchscript"]},
+                     serving={"default_variant": "student-fp32"})  # fmt: skip
+    result = build(load_spec(write(tmp_path, spec)), tmp_path / "registry", progress=False)
+    assert [v.variant for v in result.variants] == ["teacher-fp32", "student-scratch-fp32", "student-fp32"]
+    published = layout.latest(tmp_path / "registry", "blobs-teacher-fp32")
+    assert published.card.files["model.pt"] == sha256_of(tmp_path / "teacher.pt")
+    student = layout.latest(tmp_path / "registry", "blobs-student-fp32").card
+    assert student.parent is not None and student.parent.name == "blobs-teacher-fp32"
+
+
+def _wide_teacher(folder: Path) -> dict[str, Any]:
+    from contract.card import Signature
+    from models.architectures import MLP, Normaliser
+    from models.export import export_onnx
+
+    signature = Signature.model_validate({
+        "inputs": [{"name": "INPUT__0", "datatype": "FP32", "shape": [-1, 7]}],
+        "outputs": [{"name": "OUTPUT__0", "datatype": "FP32", "shape": [-1, 3]}],
+    })  # fmt: skip
+    export_onnx(MLP(7, (4,), 3), folder / "wide.onnx", torch.zeros(2, 7), signature, Normaliser())
+    return {"teacher": {"artifact": "wide.onnx"}}
+
+
 def _garbage(folder: Path) -> dict[str, Any]:
     (folder / "bad.npz").write_bytes(b"not a zip file at all")
     return {"data.train": {"npz": "bad.npz"}}
@@ -153,12 +211,30 @@ def _garbage(folder: Path) -> dict[str, Any]:
             "data.train.python: 'models.nope:load': cannot import models.nope",
         ),
         ({"preprocessing.std": [1.0, 2.0]}, "preprocessing.std: 2 values for inputs shaped [6]"),
+        ({"teacher": {"artifact": "absent.onnx"}}, "teacher.artifact: file not found: absent.onnx"),
+        (
+            {"teacher": {"artifact": "data.npz"}},
+            "teacher: artifact: data.npz is neither ONNX nor TorchScript",
+        ),
+        (
+            {"teacher": {"artifact": "t.pt"}},
+            "teacher.artifact: a pre-built torchscript teacher needs torchscript in",
+        ),
+        (
+            "wide-teacher",
+            "teacher.artifact: wide.onnx differs from the spec's signature: signature.inputs[0].shape",
+        ),
     ],
 )
 def test_a_bad_spec_is_one_line_naming_the_field_exit_2_and_publishes_nothing(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], changes: Any, message: str
 ) -> None:
-    spec = tiny_spec(tmp_path, **(_garbage(tmp_path) if changes == "garbage" else changes))
+    if changes == "wide-teacher":
+        changes = _wide_teacher(tmp_path)
+    elif changes == "garbage":
+        changes = _garbage(tmp_path)
+    (tmp_path / "t.pt").write_bytes(b"")
+    spec = tiny_spec(tmp_path, **changes)
     registry = tmp_path / "registry"
     assert main(["build", "--family-file", str(write(tmp_path, spec)), "--registry", str(registry)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
