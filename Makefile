@@ -5,6 +5,7 @@ BIN := $(VENV)/bin
 REGISTRY ?= registry
 ARGS ?=
 FAMILY ?= mnist
+FAMILIES ?= mnist wdbc
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 .PHONY: serve test setup system-deps registry lint typecheck unit bench-compression bench-serving soak clean
@@ -26,8 +27,9 @@ $(VENV)/.installed: pyproject.toml scripts/install.sh
 	PYTHON=$(PYTHON) scripts/install.sh --editable $(VENV) dev
 	touch $@
 
+# every built-in family into one registry; each build is a no-op when that family is up to date
 registry: setup
-	$(BIN)/python -m models build $(FAMILY) --registry $(REGISTRY)
+	for family in $(FAMILIES); do $(BIN)/python -m models build $$family --registry $(REGISTRY) || exit 1; done
 
 lint: setup
 	$(BIN)/ruff check .
@@ -44,8 +46,10 @@ unit: setup .triton-venv/.slimserve-triton-ready
 	PYTHON=$(PYTHON) scripts/triton-venv.sh .triton-venv >/dev/null
 
 ## benchmarks: separate commands, never part of the tests
+# One report per family: benchmarks/compression.md (mnist), benchmarks/compression-<family>.md (the others)
+BENCH_OUT = benchmarks/compression$(if $(filter mnist,$(FAMILY)),,-$(FAMILY)).md
 bench-compression: setup
-	$(BIN)/python -m models bench $(FAMILY) --seeds 3 --out benchmarks/compression.md
+	$(BIN)/python -m models bench $(FAMILY) --seeds 3 --out $(BENCH_OUT)
 
 bench-serving: registry
 	scripts/system-deps.sh bench

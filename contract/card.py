@@ -94,6 +94,9 @@ class ModelCard(BaseModel):
     seed: int | None = None
     signature: Signature
     labels: list[str] = Field(default_factory=list)
+    default_variant: str = Field(
+        "", description="What the family's build declares its bare name should serve; empty: none declared."
+    )
     max_batch_size: int = Field(0, ge=0)
     files: dict[str, str]
     metrics: dict[str, Any] = Field(default_factory=dict)

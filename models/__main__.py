@@ -1,4 +1,4 @@
-"""Command line: ``python -m models build|list|show|verify|bench|export-triton``.
+"""Command line: ``python -m models build|import|list|show|verify|bench|export-triton``.
 
 User errors (bad data, unknown model, unsupported engine, ...) print one line to stderr and exit 2;
 ``verify`` exits 1 when a checksum does not match.
@@ -21,10 +21,13 @@ from models.architectures import ArchitectureError
 from models.artifacts import GateError
 from models.data import DatasetError
 from models.export import ExportError
-from models.recipes import FAMILIES, FORMATS, RecipeError, checked_formats
+from models.recipes import FORMATS, RecipeError, checked_formats
+from models.signatures import ImportRefused
+from models.spec import FamilySpec, builtin_families, builtin_spec, load_spec
 
 USER_ERRORS = (
-    DatasetError, ArtifactError, RecipeError, ArchitectureError, EngineError, GateError, ExportError, ValueError
+    DatasetError, ArtifactError, RecipeError, ArchitectureError, EngineError, GateError, ExportError, ImportRefused,
+    ValueError,
 )  # fmt: skip
 
 
@@ -35,7 +38,12 @@ def _parser() -> argparse.ArgumentParser:
     build = commands.add_parser(
         "build", help="train, compress, evaluate and publish every variant of a family"
     )
-    build.add_argument("family", choices=FAMILIES)
+    build.add_argument(
+        "family", nargs="?", help=f"a built-in family ({', '.join(builtin_families())}); or --family-file"
+    )
+    build.add_argument(
+        "--family-file", type=Path, metavar="SPEC.yaml", help="a family spec (docs/families.md)"
+    )
     build.add_argument("--registry", type=Path, required=True)
     build.add_argument("--epochs", type=int, help="training epochs for every stage (fast runs)")
     build.add_argument("--limit", type=int, help="use only the first N training samples (fast runs)")
@@ -51,6 +59,40 @@ def _parser() -> argparse.ArgumentParser:
     build.add_argument("--force", action="store_true", help="rebuild even when the registry is up to date")
     build.add_argument("--no-progress", action="store_true", help="no progress bars")
 
+    importing = commands.add_parser(
+        "import", help="publish a pre-built ONNX, OpenVINO or TorchScript artifact as a new version"
+    )
+    importing.add_argument("name", metavar="FAMILY-VARIANT")
+    importing.add_argument(
+        "--file", type=Path, required=True, help="model.onnx | model.xml (+ .bin) | model.pt"
+    )
+    importing.add_argument("--registry", type=Path, required=True)
+    importing.add_argument(
+        "--eval-data",
+        type=Path,
+        help=".npz: 'inputs' (rows in the input shape), optional 'labels' (class indices)",
+    )
+    importing.add_argument(
+        "--labels", type=_names, help="comma-separated class names (default: the family's)"
+    )
+    importing.add_argument(
+        "--input-shape", type=_shape, help="per row, like 1,28,28 (TorchScript; checked for other formats)"
+    )
+    importing.add_argument(
+        "--input-name", help="input tensor name (TorchScript; default: the family's or INPUT__0)"
+    )
+    importing.add_argument(
+        "--output-name", help="output tensor name (TorchScript; default: the family's or OUTPUT__0)"
+    )
+    importing.add_argument(
+        "--precision", choices=("fp32", "fp16", "int8"), help="default: read from the artifact"
+    )
+    importing.add_argument(
+        "--engine", default="x86", help="TorchScript int8: the quantized engine (x86, qnnpack)"
+    )
+    importing.add_argument("--max-batch-size", type=int, default=64)
+    importing.add_argument("--default", action="store_true", help="declare it the family's default variant")
+
     listing = commands.add_parser("list", help="models and versions in a registry")
     listing.add_argument("--registry", type=Path, required=True)
 
@@ -63,7 +105,8 @@ def _parser() -> argparse.ArgumentParser:
     verify.add_argument("name", nargs="?")
 
     bench = commands.add_parser("bench", help="multi-seed compression benchmark written as markdown")
-    bench.add_argument("family", choices=FAMILIES)
+    bench.add_argument("family", nargs="?", help=f"a built-in family ({', '.join(builtin_families())})")
+    bench.add_argument("--family-file", type=Path, metavar="SPEC.yaml")
     bench.add_argument("--seeds", type=int, default=3)
     bench.add_argument("--out", type=Path, default=Path("benchmarks/compression.md"))
 
@@ -83,6 +126,20 @@ def _formats(text: str) -> tuple[str, ...]:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _names(text: str) -> list[str]:
+    return [name.strip() for name in text.split(",") if name.strip()]
+
+
+def _shape(text: str) -> list[int]:
+    try:
+        dims = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected positive integers like 1,28,28, got {text!r}") from None
+    if not dims or min(dims) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive integers like 1,28,28, got {text!r}")
+    return dims
+
+
 def _parse_model(reference: str) -> tuple[str, int | None]:
     name, sep, version = reference.partition(":")
     if not sep:
@@ -90,16 +147,44 @@ def _parse_model(reference: str) -> tuple[str, int | None]:
     return name, layout.parse_version(version)
 
 
+def _family(args: argparse.Namespace) -> FamilySpec:
+    """The family named on the command line, or the spec file given: exactly one of the two."""
+    if (args.family is None) == (args.family_file is None):
+        raise RecipeError("name a built-in family or give --family-file SPEC.yaml (one of the two)")
+    return builtin_spec(args.family) if args.family_file is None else load_spec(args.family_file)
+
+
 def _build(args: argparse.Namespace) -> int:
     from models.pipeline import build
 
+    spec = _family(args)
     result = build(
-        args.family, args.registry, data_dir=args.data_dir, epochs=args.epochs, limit=args.limit,
+        spec, args.registry, data_dir=args.data_dir, epochs=args.epochs, limit=args.limit,
         seed=args.seed, formats=args.formats, force=args.force, progress=not args.no_progress,
     )  # fmt: skip
     status = "up to date" if result.up_to_date else f"built in {result.seconds:.0f} s"
-    print(f"{args.family}: {status} (recipe {result.recipe_digest[:12]})")
+    print(f"{spec.name}: {status} (recipe {result.recipe_digest[:12]})")
     print(result.table())
+    return 0
+
+
+def _import(args: argparse.Namespace) -> int:
+    from models.importer import Declared, import_artifact
+
+    declared = Declared(
+        input_name=args.input_name, input_shape=args.input_shape, output_name=args.output_name,
+        labels=args.labels, precision=args.precision, engine=args.engine, max_batch_size=args.max_batch_size,
+        default=args.default,
+    )  # fmt: skip
+    version = import_artifact(args.registry, args.name, args.file, declared, args.eval_data)
+    card = version.card
+    accuracy = card.metrics.get("accuracy")
+    measured = f"accuracy {accuracy:.4f}, " if accuracy is not None else ""
+    print(
+        f"{card.name}:{card.version} {card.format} {card.precision}: {measured}{card.metrics['bytes']:,} bytes, "
+        f"batch-1 p50 {card.metrics['latency_p50_batch1_seconds'] * 1e3:.3f} ms, "
+        f"batch-32 {card.metrics['throughput_batch32_per_second']:,.0f}/s"
+    )
     return 0
 
 
@@ -146,7 +231,7 @@ def _bench(args: argparse.Namespace) -> int:
     from models.bench import bench
 
     command = "python -m models " + shlex.join(sys.argv[1:]) if sys.argv[1:2] == ["bench"] else ""
-    print(bench(args.family, args.seeds, args.out, command=command))
+    print(bench(_family(args), args.seeds, args.out, command=command))
     return 0
 
 
@@ -159,7 +244,7 @@ def _export_triton(args: argparse.Namespace) -> int:
 
 
 HANDLERS = {
-    "build": _build, "list": _list, "show": _show, "verify": _verify, "bench": _bench,
+    "build": _build, "import": _import, "list": _list, "show": _show, "verify": _verify, "bench": _bench,
     "export-triton": _export_triton,
 }  # fmt: skip
 

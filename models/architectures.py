@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
+from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -58,20 +60,87 @@ def student() -> nn.Module:
     return ConvNet(32, 64, 64, dropout=0.1)
 
 
+@dataclass(frozen=True)
+class Normaliser:
+    """``x * scale + offset``: raw client values to the scale a network trains on. Scalars, or one value per
+    feature (arrays broadcast against a row); the same arithmetic in training and inside every artifact."""
+
+    scale: float | np.ndarray = 1.0
+    offset: float | np.ndarray = 0.0
+
+    @classmethod
+    def standardise(
+        cls, mean: float | np.ndarray, std: float | np.ndarray, divide_by: float = 1.0
+    ) -> Normaliser:
+        """``(x / divide_by - mean) / std``, written as one multiply-add."""
+        if isinstance(mean, np.ndarray) or isinstance(std, np.ndarray):
+            mean, std = np.asarray(mean, np.float64), np.asarray(std, np.float64)
+            scale = (1.0 / (divide_by * std)).astype(np.float32)
+            return cls(scale, (-mean / std).astype(np.float32))
+        return cls(1.0 / (divide_by * std), -mean / std)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return x * _constant(self.scale) + _constant(self.offset)
+
+    def digest_fields(self) -> dict[str, object]:
+        return {"scale": np.asarray(self.scale).tolist(), "offset": np.asarray(self.offset).tolist()}
+
+
+def _constant(value: float | np.ndarray) -> float | torch.Tensor:
+    return torch.from_numpy(value) if isinstance(value, np.ndarray) else value
+
+
+MNIST_NORMALISER = Normaliser.standardise(MNIST_MEAN, MNIST_STD, divide_by=255.0)
+
+
 def normalise(x: torch.Tensor) -> torch.Tensor:
-    """Raw 0-255 pixels to the standardised scale the networks train on."""
-    return x * (1.0 / (255.0 * MNIST_STD)) - MNIST_MEAN / MNIST_STD
+    """Raw 0-255 pixels to the standardised scale the mnist networks train on."""
+    return MNIST_NORMALISER(x)
 
 
 class Preprocess(nn.Module):
-    """Take raw 0-255 fp32 pixels [N,1,28,28] and normalise before the network, so clients send raw digits."""
+    """Normalise raw client values before the network, so clients send raw values (digits: 0-255 pixels)."""
 
-    def __init__(self, net: nn.Module):
+    def __init__(self, net: nn.Module, normaliser: Normaliser = MNIST_NORMALISER):
         super().__init__()
         self.net = net
+        self.normaliser = normaliser
+        for name in ("scale", "offset"):  # per-feature values travel with the module as buffers
+            value = getattr(normaliser, name)
+            if isinstance(value, np.ndarray):
+                self.register_buffer(f"{name}_values", torch.from_numpy(value.astype(np.float32)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(normalise(x))
+        scale = getattr(self, "scale_values", self.normaliser.scale)
+        offset = getattr(self, "offset_values", self.normaliser.offset)
+        return self.net(x * scale + offset)
+
+
+class MLP(nn.Module):
+    """Fully connected layers with ReLU between them: a network for flat feature vectors (tabular data)."""
+
+    def __init__(self, features: int, hidden: tuple[int, ...], classes: int, dropout: float = 0.0):
+        super().__init__()
+        layers: list[nn.Module] = []
+        width = features
+        for size in hidden:
+            layers += [nn.Linear(width, size), nn.ReLU(), nn.Dropout(dropout)]
+            width = size
+        layers.append(nn.Linear(width, classes))
+        self.layers = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layers(x)
+
+
+def wdbc_teacher() -> nn.Module:
+    """The wdbc family's teacher: 30 features -> 256 -> 256 -> 2 classes (~74k parameters)."""
+    return MLP(30, (256, 256), 2, dropout=0.2)
+
+
+def wdbc_student() -> nn.Module:
+    """The wdbc family's student: 30 -> 16 -> 2 (~500 parameters)."""
+    return MLP(30, (16,), 2)
 
 
 def resolve(reference: str) -> Callable[[], nn.Module]:

@@ -13,6 +13,7 @@ Gates, on the whole test split: an fp32 export reproduces its network's logits w
 from __future__ import annotations
 
 import importlib.metadata
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +24,7 @@ import torch
 from torch import nn
 
 from contract.card import ArtifactFormat, Signature
-from models.architectures import Preprocess
+from models.architectures import MNIST_NORMALISER, Normaliser, Preprocess
 from models.export import export_onnx, export_torchscript
 from models.quantize_portable import quantize_onnx_static, quantize_openvino
 from models.recipes import Recipe
@@ -45,6 +46,18 @@ SIGNATURE = Signature.model_validate(
 )
 
 
+@dataclass(frozen=True)
+class FamilyIO:
+    """What every artifact of a family shares: its signature, class labels and in-model preprocessing."""
+
+    signature: Signature
+    labels: list[str]
+    normaliser: Normaliser
+
+
+MNIST_IO = FamilyIO(SIGNATURE, LABELS, MNIST_NORMALISER)
+
+
 class GateError(Exception):
     """An artifact that does not reproduce its torch parent closely enough to be published."""
 
@@ -56,11 +69,13 @@ def static_variant(engine: str) -> str:
 def variants(recipe: Recipe) -> list[str]:
     """Every variant a build of ``recipe`` publishes, in publication order."""
     names: list[str] = []
-    if "torchscript" in recipe.formats:
-        names += [TEACHER, SCRATCH, STUDENT, *(static_variant(e) for e in recipe.quantization_engines)]
+    if "torchscript" in recipe.formats:  # a pre-built teacher is published in its own format only
+        names += [TEACHER] if recipe.teacher_artifact in ("", "torchscript") else []
+        names += [SCRATCH, STUDENT, *(static_variant(e) for e in recipe.quantization_engines)]
         names += [DYNAMIC] if recipe.dynamic_int8 else []
     if "onnx" in recipe.formats:
-        names += [TEACHER_ONNX, STUDENT_ONNX, INT8_ONNX]
+        names += [TEACHER_ONNX] if recipe.teacher_artifact in ("", "onnx") else []
+        names += [STUDENT_ONNX, INT8_ONNX]
     if "openvino" in recipe.formats:
         names += [INT8_OPENVINO]
     return names
@@ -77,6 +92,7 @@ class Trained:
     engine: str | None = None
     method: str | None = None
     parent: str | None = None
+    artifact: Path | None = None  # a pre-built teacher: published as this file, not exported from ``net``
 
 
 @dataclass
@@ -106,12 +122,18 @@ def library_versions(fmt: ArtifactFormat) -> dict[str, str]:
 
 
 def plan(
-    recipe: Recipe, trained: dict[str, Trained], example: torch.Tensor, calibration: np.ndarray
+    recipe: Recipe,
+    trained: dict[str, Trained],
+    example: torch.Tensor,
+    calibration: np.ndarray,
+    io: FamilyIO = MNIST_IO,
 ) -> list[Planned]:
     """The artifacts of every format the recipe asks for; the fp32 student's ONNX file is written once."""
     planned: list[Planned] = []
     if "torchscript" in recipe.formats:
         for item in trained.values():
+            if item.artifact is not None and recipe.teacher_artifact != "torchscript":
+                continue
             quantization = None
             if item.engine is not None:
                 samples = recipe.calibration_samples if item.method == "static" else 0
@@ -121,16 +143,23 @@ def plan(
                     item.variant,
                     ArtifactFormat.TORCHSCRIPT,
                     item,
-                    _torchscript_writer(item, example),
+                    _copy_writer(item.artifact, "model.pt")
+                    if item.artifact is not None
+                    else _torchscript_writer(item, example, io.normaliser),
                     (item.parent,) if item.parent else (),
                     quantization,
                 )
             )
     teacher, student = trained[TEACHER], trained[STUDENT]
-    student_onnx = _OnnxOnce(student.net, example)
+    student_onnx = _OnnxOnce(student.net, example, io)
+    if "onnx" in recipe.formats and teacher.artifact is None:
+        teacher_onnx = _OnnxOnce(teacher.net, example, io)
+        planned.append(Planned(TEACHER_ONNX, ArtifactFormat.ONNX, teacher, teacher_onnx, gate="fp32"))
+    elif "onnx" in recipe.formats and recipe.teacher_artifact == "onnx":
+        copied = _copy_writer(teacher.artifact, "model.onnx")
+        planned.append(Planned(TEACHER_ONNX, ArtifactFormat.ONNX, teacher, copied))
     if "onnx" in recipe.formats:
         planned += [
-            Planned(TEACHER_ONNX, ArtifactFormat.ONNX, teacher, _OnnxOnce(teacher.net, example), gate="fp32"),
             Planned(
                 STUDENT_ONNX, ArtifactFormat.ONNX, student, student_onnx, (TEACHER_ONNX, TEACHER), gate="fp32"
             ),
@@ -138,7 +167,7 @@ def plan(
                 INT8_ONNX,
                 ArtifactFormat.ONNX,
                 student,
-                _onnx_int8_writer(student_onnx, calibration),
+                _onnx_int8_writer(student_onnx, calibration, io.signature.inputs[0].name),
                 (STUDENT_ONNX, STUDENT),
                 {
                     "engine": "onnxruntime",
@@ -163,10 +192,21 @@ def plan(
     return planned
 
 
-def _torchscript_writer(item: Trained, example: torch.Tensor) -> Callable[[Path], dict[str, Path]]:
+def _copy_writer(source: Path | None, name: str) -> Callable[[Path], dict[str, Path]]:
+    def write(folder: Path) -> dict[str, Path]:
+        assert source is not None
+        shutil.copyfile(source, folder / name)
+        return {name: folder / name}
+
+    return write
+
+
+def _torchscript_writer(
+    item: Trained, example: torch.Tensor, normaliser: Normaliser
+) -> Callable[[Path], dict[str, Path]]:
     def write(folder: Path) -> dict[str, Path]:
         path = folder / "model.pt"
-        export_torchscript(item.net, path, example, engine=item.engine)
+        export_torchscript(item.net, path, example, engine=item.engine, normaliser=normaliser)
         return {"model.pt": path}
 
     return write
@@ -175,23 +215,25 @@ def _torchscript_writer(item: Trained, example: torch.Tensor) -> Callable[[Path]
 class _OnnxOnce:
     """Exports a network to ONNX the first time it is asked and hands back the same file afterwards."""
 
-    def __init__(self, net: nn.Module, example: torch.Tensor) -> None:
-        self._net, self._example = net, example
+    def __init__(self, net: nn.Module, example: torch.Tensor, io: FamilyIO) -> None:
+        self._net, self._example, self._io = net, example, io
         self._path: Path | None = None
 
     def __call__(self, folder: Path) -> dict[str, Path]:
         if self._path is None:
             folder.mkdir(parents=True, exist_ok=True)
             self._path = folder / "model.onnx"
-            export_onnx(self._net, self._path, self._example, SIGNATURE)
+            export_onnx(self._net, self._path, self._example, self._io.signature, self._io.normaliser)
         return {"model.onnx": self._path}
 
 
-def _onnx_int8_writer(fp32: _OnnxOnce, calibration: np.ndarray) -> Callable[[Path], dict[str, Path]]:
+def _onnx_int8_writer(
+    fp32: _OnnxOnce, calibration: np.ndarray, input_name: str
+) -> Callable[[Path], dict[str, Path]]:
     def write(folder: Path) -> dict[str, Path]:
         source = fp32(folder.parent / f"{folder.name}-fp32")
         path = folder / "model.onnx"
-        quantize_onnx_static(source["model.onnx"], path, calibration, SIGNATURE.inputs[0].name)
+        quantize_onnx_static(source["model.onnx"], path, calibration, input_name)
         return {"model.onnx": path}
 
     return write
@@ -206,9 +248,11 @@ def _openvino_int8_writer(fp32: _OnnxOnce, calibration: np.ndarray) -> Callable[
     return write
 
 
-def reference_logits(net: nn.Module, images: np.ndarray, batch_size: int = 250) -> np.ndarray:
+def reference_logits(
+    net: nn.Module, images: np.ndarray, normaliser: Normaliser = MNIST_NORMALISER, batch_size: int = 250
+) -> np.ndarray:
     """What the in-memory network (with its preprocessing) answers: the yardstick of its exports."""
-    model = Preprocess(net).eval()
+    model = Preprocess(net, normaliser).eval()
     with torch.inference_mode():
         parts = [
             model(torch.from_numpy(images[i : i + batch_size])) for i in range(0, len(images), batch_size)

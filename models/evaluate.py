@@ -48,8 +48,30 @@ def _latency_p50(run: Callable[[np.ndarray], Any], x: np.ndarray, iterations: in
     return statistics.median(timings)
 
 
+def output_of(version: ModelVersion) -> Callable[[np.ndarray], np.ndarray]:
+    """The version's first output as a function of a batch, through the runner the service serves it with
+    (one intra-op thread)."""
+    runner = open_runner(version, RunnerOptions(threads=1))
+    output = version.card.signature.outputs[0].name
+
+    def run(batch: np.ndarray) -> np.ndarray:
+        return runner(batch)[output]
+
+    return run
+
+
 def artifact_bytes(version: ModelVersion) -> int:
     return sum((version.directory / name).stat().st_size for name in version.card.format.files)
+
+
+def speed(run: Callable[[np.ndarray], Any], rows: np.ndarray, *, fast: bool = False) -> dict[str, float]:
+    """Batch-1 latency p50 and batch-32 throughput of ``run`` on ``rows`` (repeated up to 32 when fewer)."""
+    iterations = 20 if fast else 200
+    batch = np.resize(rows, (32, *rows.shape[1:])) if len(rows) < 32 else rows[:32]
+    return {
+        "latency_p50_batch1_seconds": _latency_p50(run, rows[:1], iterations),
+        "throughput_batch32_per_second": 32 / _latency_p50(run, batch, max(10, iterations // 4)),
+    }
 
 
 def evaluate_version(
@@ -61,17 +83,10 @@ def evaluate_version(
     fast: bool = False,
 ) -> tuple[dict[str, Any], np.ndarray]:
     """The card's metrics and the test-split logits of ``version`` (one intra-op thread)."""
-    iterations = 20 if fast else 200
     with single_thread():
-        runner = open_runner(version, RunnerOptions(threads=1))
-        output = version.card.signature.outputs[0].name
-
-        def run(batch: np.ndarray) -> np.ndarray:
-            return runner(batch)[output]
-
+        run = output_of(version)
         logits = logits_of(run, test.images)
-        latency = _latency_p50(run, test.images[:1], iterations)
-        throughput = 32 / _latency_p50(run, test.images[:32], max(10, iterations // 4))
+        timings = speed(run, test.images, fast=fast)
     accuracy, nll = accuracy_and_nll(torch.from_numpy(logits), test.labels)
     predictions = logits.argmax(1)
     agreement = 1.0 if teacher_predictions is None else float((predictions == teacher_predictions).mean())
@@ -81,7 +96,6 @@ def evaluate_version(
         "agreement_with_teacher": agreement,
         "parameters": parameters,
         "bytes": artifact_bytes(version),
-        "latency_p50_batch1_seconds": latency,
-        "throughput_batch32_per_second": throughput,
+        **timings,
     }
     return metrics, logits

@@ -20,7 +20,7 @@ from torch import nn
 from contract import torchscript
 from contract.card import Signature
 from contract.engines import use_engine
-from models.architectures import Preprocess
+from models.architectures import MNIST_NORMALISER, Normaliser, Preprocess
 
 
 class ExportError(Exception):
@@ -28,16 +28,27 @@ class ExportError(Exception):
 
 
 def export_torchscript(
-    net: nn.Module, path: Path, example: torch.Tensor, *, engine: str | None = None
+    net: nn.Module,
+    path: Path,
+    example: torch.Tensor,
+    *,
+    engine: str | None = None,
+    normaliser: Normaliser = MNIST_NORMALISER,
 ) -> None:
     """Trace + freeze ``Preprocess(net)`` and save it; ``engine`` must be the quantized engine of an int8 net."""
     with use_engine(engine):
-        torchscript.save_traced(Preprocess(net), path, example)
+        torchscript.save_traced(Preprocess(net, normaliser), path, example)
 
 
-def export_onnx(net: nn.Module, path: Path, example: torch.Tensor, signature: Signature) -> None:
+def export_onnx(
+    net: nn.Module,
+    path: Path,
+    example: torch.Tensor,
+    signature: Signature,
+    normaliser: Normaliser = MNIST_NORMALISER,
+) -> None:
     """``Preprocess(net)`` as ONNX with a dynamic batch axis, tensors named as in ``signature``."""
-    model = Preprocess(net).eval()
+    model = Preprocess(net, normaliser).eval()
     batch = torch.export.Dim("batch", min=1, max=4096)
     loggers = [logging.getLogger(name) for name in ("torch.onnx", "onnxscript", "onnx_ir")]
     levels = [logger.level for logger in loggers]

@@ -11,27 +11,22 @@ import logging
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
 from contract import layout
 from contract.engines import check_engine_supported
 from contract.publish import draft_version, publish
 from models import architectures
 from models.artifacts import (
-    DYNAMIC,
-    LABELS,
-    SCRATCH,
-    SIGNATURE,
     STUDENT,
     TEACHER,
     TEACHER_ONNX,
+    FamilyIO,
     Planned,
     Trained,
     check_gate,
@@ -41,12 +36,12 @@ from models.artifacts import (
     static_variant,
     variants,
 )
-from models.data import Dataset, load_dataset
-from models.distill import distill
+from models.data import Dataset
 from models.evaluate import evaluate_version
-from models.quantize import quantize_dynamic_linear, quantize_static
-from models.recipes import Recipe, default_recipe
-from models.train import TrainConfig, fit
+from models.recipes import Recipe
+from models.sources import fitted_normaliser, load_family_data
+from models.spec import FamilySpec, SpecError, builtin_spec
+from models.stages import train_variants
 
 log = logging.getLogger(__name__)
 
@@ -90,92 +85,20 @@ class BuildResult:
         return "\n".join(rows)
 
 
-def train_config(recipe: Recipe, epochs: int, seed: int, *, mixup_alpha: float) -> TrainConfig:
-    return TrainConfig(
-        epochs=epochs,
-        batch_size=recipe.batch_size,
-        lr=recipe.lr,
-        weight_decay=recipe.weight_decay,
-        patience=recipe.patience,
-        shift_pixels=recipe.shift_pixels,
-        mixup_alpha=mixup_alpha,
-        seed=seed,
-    )
+@dataclass(frozen=True)
+class _Family:
+    """One build's family: the spec's name and default, the shared I/O, the data, the recipe and its digest."""
+
+    name: str
+    default_variant: str
+    io: FamilyIO
+    data: Dataset
+    recipe: Recipe
+    digest: str
 
 
-def _seeded(reference: str, seed: int) -> nn.Module:
-    torch.manual_seed(seed)
-    return architectures.build(reference)
-
-
-def _stage(name: str, work: Callable[[], Any]) -> Any:
-    start = time.perf_counter()
-    result = work()
-    log.info("%s done in %.1f s", name, time.perf_counter() - start)
-    return result
-
-
-def train_variants(recipe: Recipe, data: Dataset, *, progress: bool) -> dict[str, Trained]:
-    """Train the teacher, the scratch and the distilled student, then quantize the distilled one."""
-    train = data.train.head(recipe.limit)
-    teacher = _seeded(recipe.teacher_architecture, recipe.seed)
-    teacher_config = train_config(
-        recipe, recipe.teacher_epochs, recipe.seed, mixup_alpha=recipe.teacher_mixup_alpha
-    )
-    _stage(
-        "teacher",
-        lambda: fit(teacher, train, data.validation, teacher_config, name="teacher", progress=progress),
-    )
-    # Both students start from the same weights and see the same batches: only the teacher differs.
-    student_config = train_config(
-        recipe, recipe.student_epochs, recipe.seed + 1, mixup_alpha=recipe.mixup_alpha
-    )
-    scratch = _seeded(recipe.student_architecture, recipe.seed + 1)
-    _stage(
-        "scratch",
-        lambda: fit(scratch, train, data.validation, student_config, name="scratch", progress=progress),
-    )
-    student = _seeded(recipe.student_architecture, recipe.seed + 1)
-    _stage(
-        "distillation",
-        lambda: distill(
-            student, teacher, train, data.validation, student_config,
-            T=recipe.kd_temperature, alpha=recipe.kd_alpha, progress=progress,
-        ),
-    )  # fmt: skip
-    params_t, params_s = architectures.count_parameters(teacher), architectures.count_parameters(student)
-    trained = [
-        Trained(TEACHER, teacher, recipe.teacher_architecture, params_t),
-        Trained(SCRATCH, scratch, recipe.student_architecture, params_s),
-        Trained(STUDENT, student, recipe.student_architecture, params_s, parent=TEACHER),
-    ]
-    if "torchscript" in recipe.formats:  # torch.ao int8 exists only as TorchScript
-        calibration = architectures.normalise(torch.from_numpy(train.images[: recipe.calibration_samples]))
-        for engine in recipe.quantization_engines:
-            int8 = quantize_static(student, calibration, engine)
-            trained.append(
-                Trained(
-                    static_variant(engine),
-                    int8,
-                    recipe.student_architecture,
-                    params_s,
-                    engine,
-                    "static",
-                    STUDENT,
-                )
-            )
-        if recipe.dynamic_int8:
-            engine = recipe.quantization_engines[0] if recipe.quantization_engines else "x86"
-            int8 = quantize_dynamic_linear(student, engine)
-            trained.append(
-                Trained(DYNAMIC, int8, recipe.student_architecture, params_s, engine, "dynamic", STUDENT)
-            )
-    return {item.variant: item for item in trained}
-
-
-def _card(
-    recipe: Recipe, data: Dataset, digest: str, item: Planned, parent: VariantResult | None
-) -> dict[str, Any]:
+def _card(family: _Family, item: Planned, parent: VariantResult | None) -> dict[str, Any]:
+    recipe, data, digest = family.recipe, family.data, family.digest
     return {
         "family": recipe.family,
         "variant": item.variant,
@@ -191,8 +114,9 @@ def _card(
         "recipe_digest": digest,
         "seed": recipe.seed,
         "metrics": {},
-        "signature": SIGNATURE.model_dump(),
-        "labels": LABELS,
+        "signature": family.io.signature.model_dump(),
+        "labels": family.io.labels,
+        "default_variant": family.default_variant,
         "max_batch_size": recipe.max_batch_size,
         "files": {},
         "libraries": library_versions(item.format),
@@ -217,7 +141,7 @@ def existing_if_current(registry_path: Path, recipe: Recipe, digest: str) -> lis
 
 
 def resolve_recipe(
-    family: str,
+    spec: FamilySpec,
     recipe: Recipe | None,
     *,
     epochs: int | None,
@@ -225,14 +149,23 @@ def resolve_recipe(
     seed: int | None,
     formats: tuple[str, ...] | None = None,
 ) -> Recipe:
-    base = recipe if recipe is not None else default_recipe(family)
-    if base.family != family:
-        raise ValueError(f"recipe is for family {base.family!r}, not {family!r}")
+    base = recipe if recipe is not None else spec.recipe()
+    if base.family != spec.name:
+        raise ValueError(f"recipe is for family {base.family!r}, not {spec.name!r}")
     return base.with_overrides(epochs=epochs, limit=limit, seed=seed, formats=formats)
 
 
+def check_default_variant(spec: FamilySpec) -> None:
+    built = variants(spec.recipe())
+    if spec.serving.default_variant not in built:
+        raise SpecError(
+            f"serving.default_variant: '{spec.serving.default_variant}' is not a variant this spec builds "
+            f"(it builds {', '.join(built)})"
+        )
+
+
 def build(
-    family: str,
+    family: str | FamilySpec,
     registry_path: Path,
     *,
     recipe: Recipe | None = None,
@@ -244,22 +177,33 @@ def build(
     force: bool = False,
     progress: bool = True,
 ) -> BuildResult:
+    """Build a family (a built-in name or a spec): everything is checked, trained, written, measured and
+    gated before the first version is published."""
     start = time.perf_counter()
-    recipe = resolve_recipe(family, recipe, epochs=epochs, limit=limit, seed=seed, formats=formats)
+    spec = family if isinstance(family, FamilySpec) else builtin_spec(family)
+    check_default_variant(spec)
+    recipe = resolve_recipe(spec, recipe, epochs=epochs, limit=limit, seed=seed, formats=formats)
     for engine in recipe.quantization_engines:
         check_engine_supported(engine)
     for reference in {recipe.teacher_architecture, recipe.student_architecture}:
-        architectures.resolve(reference)
-    data = load_dataset(data_dir)
-    digest = recipe.digest(data.digest, data.split_digest)
+        if not reference.startswith("artifact:"):
+            architectures.resolve(reference)
+    data = load_family_data(spec, data_dir)
+    normaliser = fitted_normaliser(spec, data.train.head(recipe.limit))
+    digest = recipe.digest(data.digest, data.split_digest, spec.digest_fields())
     current = None if force else existing_if_current(registry_path, recipe, digest)
     if current is not None:
-        log.info("%s: up to date (recipe %s)", family, digest[:12])
-        return BuildResult(family, digest, True, current, time.perf_counter() - start)
-    trained = train_variants(recipe, data, progress=progress)
-    published = _publish_all(registry_path, recipe, data, digest, trained)
-    result = BuildResult(family, digest, False, published, time.perf_counter() - start)
-    log.info("%s: built in %.1f s\n%s", family, result.seconds, result.table())
+        log.info("%s: up to date (recipe %s)", spec.name, digest[:12])
+        return BuildResult(spec.name, digest, True, current, time.perf_counter() - start)
+    io = FamilyIO(spec.signature.signature(), spec.labels, normaliser)
+    trained = train_variants(
+        recipe, data, progress=progress, io=io, teacher_weights=spec.teacher.state_dict,
+        teacher_artifact=spec.teacher.artifact,
+    )  # fmt: skip
+    default = spec.serving.default_variant if spec.serving.default_variant in variants(recipe) else ""
+    published = _publish_all(registry_path, _Family(spec.name, default, io, data, recipe, digest), trained)
+    result = BuildResult(spec.name, digest, False, published, time.perf_counter() - start)
+    log.info("%s: built in %.1f s\n%s", spec.name, result.seconds, result.table())
     return result
 
 
@@ -272,38 +216,39 @@ class _Checked:
     metrics: dict[str, Any]
 
 
-def _publish_all(
-    registry_path: Path, recipe: Recipe, data: Dataset, digest: str, trained: dict[str, Trained]
-) -> list[VariantResult]:
+def _publish_all(registry_path: Path, family: _Family, trained: dict[str, Trained]) -> list[VariantResult]:
     """Write, measure and gate every planned artifact, then publish them all: a failed gate publishes nothing."""
+    recipe, data, normaliser = family.recipe, family.data, family.io.normaliser
     test = data.test
-    teacher_predictions = reference_logits(trained[TEACHER].net, test.images).argmax(1)
+    teacher_predictions = reference_logits(trained[TEACHER].net, test.images, normaliser).argmax(1)
     references: dict[str, np.ndarray] = {}
     example = torch.from_numpy(test.images[:8])
     calibration = data.train.head(recipe.limit).images[: recipe.calibration_samples]
     checked: list[_Checked] = []
     with tempfile.TemporaryDirectory(prefix="slimserve-build-") as work:
-        for item in plan(recipe, trained, example, calibration):
+        for item in plan(recipe, trained, example, calibration, family.io):
             folder = Path(work) / item.variant
             folder.mkdir()
             for name, path in item.write(folder).items():
                 if path != folder / name:  # an artifact shared with another variant (the fp32 ONNX)
                     shutil.copyfile(path, folder / name)
             metrics, logits = evaluate_version(
-                draft_version(folder, _card(recipe, data, digest, item, None)), test,
+                draft_version(folder, _card(family, item, None)), test,
                 teacher_predictions=teacher_predictions, parameters=item.source.parameters,
                 fast=recipe.limit is not None,
             )  # fmt: skip
             if item.gate is not None:
                 if item.source.variant not in references:
-                    references[item.source.variant] = reference_logits(item.source.net, test.images)
+                    references[item.source.variant] = reference_logits(
+                        item.source.net, test.images, normaliser
+                    )
                 metrics.update(check_gate(item, recipe, logits, references[item.source.variant]))
             checked.append(_Checked(item, folder, metrics))
         published: dict[str, VariantResult] = {}
         for entry in checked:
             item = entry.item
             parent = next((published[p] for p in item.parents if p in published), None)
-            card = {**_card(recipe, data, digest, item, parent), "metrics": entry.metrics}
+            card = {**_card(family, item, parent), "metrics": entry.metrics}
             version = publish(registry_path, card, {name: entry.folder / name for name in item.format.files})
             published[item.variant] = VariantResult(
                 item.variant, version.card.name, version.card.version, entry.metrics

@@ -1,7 +1,9 @@
 """Post-training int8 for the portable formats, from the fp32 ONNX artifact and the same calibration digits.
 
 - ONNX Runtime: static QDQ (``quantize_static``), per-channel int8 weights, uint8 activations, after ONNX
-  Runtime's own pre-processing (shape inference and graph optimisation).
+  Runtime's own pre-processing (shape inference and graph optimisation). The in-model preprocessing (the
+  multiply-add on the raw input) stays fp32: raw features of very different ranges (tabular data) cannot
+  share one uint8 scale.
 - OpenVINO: the ONNX model converted to OpenVINO IR, then NNCF post-training quantization (statistics and
   fast bias correction) on the same digits; written without fp16 compression so fp32 parts stay fp32.
 Neither touches torch's deprecated quantization APIs.
@@ -53,6 +55,7 @@ def quantize_onnx_static(
             str(prepared),
             str(out),
             Reader(),
+            nodes_to_exclude=preprocessing_nodes(prepared),
             quant_format=QuantFormat.QDQ,
             per_channel=True,
             activation_type=QuantType.QUInt8,
@@ -60,6 +63,21 @@ def quantize_onnx_static(
         )
     finally:
         prepared.unlink(missing_ok=True)
+
+
+WEIGHTED_OPS = ("Conv", "Gemm", "MatMul")
+
+
+def preprocessing_nodes(path: Path) -> list[str]:
+    """The nodes before the first weighted operation: the network's input preprocessing."""
+    import onnx
+
+    names = []
+    for node in onnx.load(str(path)).graph.node:
+        if node.op_type in WEIGHTED_OPS:
+            break
+        names.append(node.name)
+    return names
 
 
 def quantize_openvino(fp32: Path, out_xml: Path, calibration: np.ndarray) -> None:

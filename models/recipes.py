@@ -13,19 +13,19 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-FAMILIES = ("mnist",)
 FORMATS = ("torchscript", "onnx", "openvino")
 SMOKE_MIN_INT8_AGREEMENT = 0.95
 
 
 class RecipeError(Exception):
-    """An unknown family or an invalid recipe override."""
+    """An unknown family, an invalid family spec or an invalid recipe override."""
 
 
 @dataclass(frozen=True)
 class Recipe:
     family: str
     teacher_architecture: str = "models.architectures:teacher"
+    teacher_artifact: str = ""  # "onnx" or "torchscript": a pre-built teacher, published as it is
     student_architecture: str = "models.architectures:student"
     teacher_epochs: int = 25
     student_epochs: int = 60  # patient teaching; the scratch baseline and the KD student get the same budget
@@ -87,8 +87,11 @@ class Recipe:
         values["formats"] = list(self.formats)
         return values
 
-    def digest(self, dataset_digest: str, split_digest: str) -> str:
-        payload = {"recipe": self.fields(), "dataset": dataset_digest, "split": split_digest}
+    def digest(self, dataset_digest: str, split_digest: str, family: dict[str, Any] | None = None) -> str:
+        """``family``: what the family spec adds (signature, labels, preprocessing), digested with the rest."""
+        payload: dict[str, Any] = {"recipe": self.fields(), "dataset": dataset_digest, "split": split_digest}
+        if family is not None:
+            payload["family"] = family
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
@@ -103,6 +106,7 @@ def checked_formats(names: Sequence[str]) -> tuple[str, ...]:
 
 
 def default_recipe(family: str) -> Recipe:
-    if family not in FAMILIES:
-        raise RecipeError(f"unknown family {family!r} (known: {', '.join(FAMILIES)})")
-    return Recipe(family=family)
+    """The recipe of a built-in family's spec (``models/families/<family>.yaml``)."""
+    from models.spec import builtin_spec
+
+    return builtin_spec(family).recipe()

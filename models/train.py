@@ -48,6 +48,7 @@ class TrainConfig:
     shift_pixels: int
     mixup_alpha: float
     seed: int
+    normalise: Callable[[torch.Tensor], torch.Tensor] = normalise  # raw inputs to the network's scale
 
 
 @dataclass
@@ -78,7 +79,7 @@ def make_batch(
     generator: torch.Generator,
     rng: np.random.Generator,
 ) -> Batch:
-    inputs = normalise(shift_images(images, config.shift_pixels, generator))
+    inputs = config.normalise(shift_images(images, config.shift_pixels, generator))
     if config.mixup_alpha <= 0:
         return Batch(inputs, labels, labels, 1.0)
     lam = float(rng.beta(config.mixup_alpha, config.mixup_alpha))
@@ -96,15 +97,20 @@ def cross_entropy_loss(model: nn.Module, batch: Batch) -> torch.Tensor:
 
 @torch.inference_mode()
 def predict_logits(
-    model: nn.Module, images: np.ndarray, *, batch_size: int = 500, raw: bool = True
+    model: nn.Module,
+    images: np.ndarray,
+    *,
+    batch_size: int = 500,
+    raw: bool = True,
+    normaliser: Callable[[torch.Tensor], torch.Tensor] = normalise,
 ) -> torch.Tensor:
-    """Logits of a bare network (``raw=True`` normalises 0-255 pixels first) in eval mode."""
+    """Logits of a bare network (``raw=True`` normalises raw inputs first) in eval mode."""
     was_training = model.training
     model.eval()
     outputs = []
     for start in range(0, len(images), batch_size):
         x = torch.from_numpy(images[start : start + batch_size])
-        outputs.append(model(normalise(x) if raw else x))
+        outputs.append(model(normaliser(x) if raw else x))
     model.train(was_training)
     return torch.cat(outputs)
 
@@ -156,7 +162,9 @@ def fit(
             value = float(loss.detach())
             total += value * len(index)
             bar.set_postfix(loss=f"{value:.4f}")
-        accuracy, nll = accuracy_and_nll(predict_logits(model, validation.images), validation.labels)
+        accuracy, nll = accuracy_and_nll(
+            predict_logits(model, validation.images, normaliser=config.normalise), validation.labels
+        )
         result.history.append({"epoch": epoch, "loss": total / len(labels), "accuracy": accuracy, "nll": nll})
         result.epochs_run = epoch
         improved = (accuracy, -nll) > (best[0], -best[1])

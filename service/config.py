@@ -80,7 +80,9 @@ def check_redis_url(url: str) -> str:
 
 class RoutingSettings(BaseModel):
     default_variant: str = Field(
-        "student-int8-x86", description="Variant that answers calls to a bare family name."
+        "student-int8-x86",
+        description="Variant that answers calls to a bare family name, in each family that has it; a family "
+        "without it serves the default variant its build or import declared.",
     )
     family_defaults: dict[str, str] = Field(
         default_factory=dict, description="Per-family override of default_variant."

@@ -77,6 +77,7 @@ class Runtime:
             lambda family: variants_on_disk(settings.registry.path, family),
             experiment_stores(settings, metrics),
             self._class_count,
+            self._default_variant,
         )
         self.readiness = Readiness(
             self.store, self.experiments.router, self._fallback_for, strict=settings.registry.strict_readiness
@@ -92,6 +93,17 @@ class Runtime:
         return max(
             (served.model.card.signature.outputs[0].shape[-1] for served in self.store.all()), default=0
         )
+
+    def _default_variant(self, family: str) -> str:
+        """What the bare family name serves: the family's setting, else ``default_variant`` when the family
+        has it, else the default its build declared in its cards (a family like wdbc has no x86 int8)."""
+        routing = self.settings.routing
+        if family in routing.family_defaults:
+            return routing.family_defaults[family]
+        names = self.store.families().get(family, [])
+        if not names or f"{family}-{routing.default_variant}" in names:
+            return routing.default_variant
+        return self.store.declared_default(family) or routing.default_variant
 
     def _fallback_for(self, model: str, variant: str) -> str | None:
         return self.settings.backend_for(model, variant).fallback

@@ -94,6 +94,7 @@ class ModelStore:
         self._backend_factory = backend_factory
         self._variants: dict[str, dict[int, ServedVariant]] = {}
         self._families: dict[str, list[str]] = {}
+        self._declared: dict[str, tuple[str, str]] = {}  # family -> (created_at, default variant its cards declare)
         self.broken: list[BrokenVersion] = []
         self.loaded = False
         self.registry_error = ""
@@ -119,9 +120,17 @@ class ModelStore:
 
     def _add_family(self, versions: dict[int, ServedVariant]) -> None:
         for served in versions.values():
-            names = self._families.setdefault(served.model.card.family, [])
+            card = served.model.card
+            names = self._families.setdefault(card.family, [])
             if served.name not in names:
                 names.append(served.name)
+            if card.default_variant and (card.created_at, card.default_variant) > self._declared.get(card.family, ("", "")):
+                self._declared[card.family] = (card.created_at, card.default_variant)
+
+    def declared_default(self, family: str) -> str | None:
+        """The default variant the family's newest card declares (its build or import), if any."""
+        declared = self._declared.get(family)
+        return declared[1] if declared else None
 
     async def load_model(self, name: str) -> None:
         """(Re)load one model from the registry without dropping a request.

@@ -61,8 +61,9 @@ class ExperimentLoop:
         known_variants: Callable[[str], set[str]],
         stores: ExperimentStores,
         class_count: Callable[[], int] = lambda: 0,
+        default_variant: Callable[[str], str] | None = None,
     ) -> None:
-        self.router = Router(settings, experiments)
+        self.router = Router(settings, experiments, default_variant=default_variant)
         self._class_count = class_count
         self._seed = experiments
         self._metrics = metrics

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import random
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from service.config import Settings
@@ -41,14 +41,18 @@ def pick(experiment: Experiment, point: float) -> str:
 
 class Router:
     def __init__(
-        self, settings: Settings, experiments: ExperimentsFile, rng: random.Random | None = None
+        self,
+        settings: Settings,
+        experiments: ExperimentsFile,
+        rng: random.Random | None = None,
+        default_variant: Callable[[str], str] | None = None,
     ) -> None:
-        self._settings = settings
         self._by_family = {experiment.family: experiment for experiment in experiments.experiments}
         self._rng = rng or random.Random()
+        self._default_variant = default_variant or settings.default_variant_for
 
     def default_model(self, family: str) -> str:
-        return f"{family}-{self._settings.default_variant_for(family)}"
+        return f"{family}-{self._default_variant(family)}"
 
     def experiments(self) -> list[Experiment]:
         return list(self._by_family.values())

@@ -1,5 +1,5 @@
-"""A non-editable install (what the Dockerfile's ``scripts/install.sh /opt/venv`` does) ships the trade-off
-page's HTML, CSS and JavaScript: the wheel built from pyproject.toml carries every file the page serves."""
+"""A non-editable install (what the Dockerfile's ``scripts/install.sh /opt/venv`` does) ships the data files
+the code reads: the trade-off page's HTML, CSS and JavaScript, and the built-in family specs."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from tests.deploy.conftest import ROOT
 PACKAGES = ("contract", "service", "models", "loadtests")
 
 
-def test_the_wheel_carries_the_pages_static_files_and_templates(tmp_path: Path) -> None:
+def test_the_wheel_carries_the_pages_files_and_the_family_specs(tmp_path: Path) -> None:
     source = tmp_path / "source"  # a copy: building in the checkout would leave build/ and egg-info behind
     source.mkdir()
     for name in ("pyproject.toml", "README.md"):
@@ -32,3 +32,5 @@ def test_the_wheel_carries_the_pages_static_files_and_templates(tmp_path: Path) 
         for path in (ROOT / "service" / "ui" / folder).iterdir()
     }
     assert page_files and page_files <= shipped, sorted(page_files - shipped)
+    specs = {path.relative_to(ROOT).as_posix() for path in (ROOT / "models" / "families").glob("*.yaml")}
+    assert {"models/families/mnist.yaml", "models/families/wdbc.yaml"} <= specs <= shipped

@@ -18,7 +18,7 @@ from models.recipes import default_recipe
 CARD_KEYS = {
     "family", "variant", "name", "version", "format", "precision", "quantization", "architecture",
     "hyperparameters", "parent", "dataset", "recipe_digest", "seed", "metrics", "signature", "labels",
-    "max_batch_size", "files", "libraries", "torch_version", "created_at",
+    "default_variant", "max_batch_size", "files", "libraries", "torch_version", "created_at",
 }  # fmt: skip
 PLATFORMS = {"torchscript": "pytorch_libtorch", "onnx": "onnxruntime_onnx", "openvino": "openvino"}
 METRIC_KEYS = {
@@ -45,6 +45,7 @@ def test_every_variant_loads_and_has_a_complete_card(
     assert set(card.metrics) >= METRIC_KEYS
     assert card.name == name and card.version == 1 and card.family == "mnist"
     assert card.labels == [str(i) for i in range(10)] and card.max_batch_size == 64
+    assert card.default_variant == "student-int8-x86"
     assert card.dataset["sizes"] == {"train": 3500, "validation": 500, "test": 1000}
     assert set(card.files) == set(card.format.files)
     for filename in card.format.files:
