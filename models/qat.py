@@ -1,6 +1,6 @@
 """Quantization-aware training for x86 int8 with torchao's PT2E flow: the one module that imports torchao.
 
-torch 2.13 deprecates ``torch.ao.quantization`` (eager and FX) and PT2E now lives in torchao. The student is
+torch 2.13 deprecates its own quantization APIs (eager and FX) and PT2E now lives in torchao. The student is
 captured with ``torch.export``, prepared with the x86 quantizer's QAT configuration (fake-quantized int8
 weights per channel, uint8 activations per tensor: what x86 int8 kernels run), its observers are first set
 on the calibration digits with the weights untouched (the post-training starting point), then it is
