@@ -14,10 +14,16 @@ against the network itself.
 from __future__ import annotations
 
 import copy
+import dataclasses
 from typing import TypeVar
 
 import torch
 from torch import nn
+
+from models.architectures import normalise
+from models.data import Split
+from models.distill import distill
+from models.train import FitResult, TrainConfig
 
 PASS_THROUGH = (nn.ReLU, nn.MaxPool2d, nn.AvgPool2d, nn.Dropout, nn.Identity)
 SCHEDULES = ("one-shot", "iterative")
@@ -191,3 +197,35 @@ def prune_to_widths(net: nn.Module, widths: list[int], example: torch.Tensor) ->
                 "(known: Conv2d, Linear, BatchNorm2d, ReLU, pooling, Dropout, Flatten)"
             )
     return pruned
+
+
+def prune_and_finetune(
+    student: nn.Module,
+    teacher: nn.Module,
+    train: Split,
+    validation: Split,
+    config: TrainConfig,
+    *,
+    sparsity: float,
+    schedule: str,
+    steps: int,
+    T: float,
+    alpha: float,
+    progress: bool = True,
+) -> tuple[nn.Module, list[FitResult]]:
+    """Prune ``student`` to ``1 - sparsity`` of its widths, fine-tuning with KD after each step.
+
+    One-shot spends the whole fine-tuning budget (``config.epochs``) after one cut; iterative splits it
+    evenly over ``steps`` smaller cuts, which lets the network recover between them.
+    """
+    plan = schedule_widths(hidden_widths(student), sparsity, schedule, steps)
+    epochs = max(1, config.epochs // len(plan))
+    example = normalise(torch.from_numpy(train.images[:2]))
+    net, results = student, []
+    for number, widths in enumerate(plan, start=1):
+        net = prune_to_widths(net, widths, example)
+        step_config = dataclasses.replace(config, epochs=epochs, seed=config.seed + number)
+        results.append(
+            distill(net, teacher, train, validation, step_config, T=T, alpha=alpha, progress=progress)
+        )
+    return net, results

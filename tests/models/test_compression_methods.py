@@ -18,6 +18,7 @@ from models.artifacts import SIGNATURE
 from models.data import Split
 from models.export import export_onnx
 from models.hints import HintError, hint_loss, make_adapter
+from models.pareto import Point, dominated_by, frontier, plot
 from models.prune import (
     PruningError,
     check_sparsity,
@@ -202,3 +203,17 @@ def test_the_qat_export_reproduces_its_in_memory_model(
     assert "QuantizeLinear" in {node.op_type for node in onnx.load(str(path)).graph.node}
     np.testing.assert_allclose(exported, in_memory, atol=0.05 * float(np.abs(in_memory).max()))
     assert (exported.argmax(1) == in_memory.argmax(1)).mean() >= 0.98
+
+
+def test_the_pareto_frontier_names_what_is_dominated(tmp_path: Path) -> None:
+    points = [
+        Point("teacher", 0.992, 0.40),
+        Point("student", 0.990, 0.16),
+        Point("int8", 0.990, 0.08),  # as accurate as the student and cheaper: dominates it
+        Point("pruned-int8", 0.987, 0.05),
+        Point("scratch", 0.985, 0.20),  # less accurate and dearer than int8
+    ]
+    assert dominated_by(points) == {"student": "int8", "scratch": "int8"}
+    assert [p.variant for p in frontier(points)] == ["pruned-int8", "int8", "teacher"]
+    plot({"latency (ms)": points, "bytes": points}, tmp_path / "pareto.png", title="test")
+    assert (tmp_path / "pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
