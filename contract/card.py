@@ -74,6 +74,15 @@ class Parent(BaseModel):
     version: int = Field(ge=1)
 
 
+class Compression(BaseModel):
+    """The compression step that made this variant from its parent, with the settings it ran with."""
+
+    model_config = ConfigDict(extra="allow")
+
+    method: str  # distillation, hint-distillation, l1-filter-pruning, quantization-aware-training, ...
+    hyperparameters: dict[str, Any] = Field(default_factory=dict)
+
+
 class ModelCard(BaseModel):
     """card.json. Unknown fields are kept (and shown) so older services read newer cards."""
 
@@ -89,6 +98,10 @@ class ModelCard(BaseModel):
     architecture: str = ""
     hyperparameters: dict[str, Any] = Field(default_factory=dict)
     parent: Parent | None = None
+    lineage: list[str] = Field(
+        default_factory=list, description="The published ancestors' names, the root (the teacher) first."
+    )
+    compression: Compression | None = None
     dataset: dict[str, Any] = Field(default_factory=dict)
     recipe_digest: str = ""
     seed: int | None = None

@@ -14,10 +14,11 @@ from torch import nn
 
 from models.data import Split
 from models.distill import batch_kd_loss, kd_loss
+from models.recipes import RecipeError
 from models.train import Batch, FitResult, LossFn, TrainConfig, fit
 
 
-class HintError(ValueError):
+class HintError(RecipeError):
     """A hint layer that does not exist or whose feature maps cannot be matched; names the recipe field."""
 
 
@@ -25,7 +26,7 @@ def named_layer(net: nn.Module, name: str, role: str) -> nn.Module:
     layers = dict(net.named_modules())
     if not name or name not in layers:
         known = ", ".join(n for n in layers if n) or "(none)"
-        raise HintError(f"hint_layer: the {role} has no layer {name!r} (known: {known})")
+        raise HintError(f"training.hint_layer: the {role} has no layer {name!r} (known: {known})")
     return layers[name]
 
 
@@ -93,7 +94,7 @@ def make_adapter(student: nn.Module, teacher: nn.Module, layer: str, example: to
     (student_shape, teacher_shape) = shapes
     if len(student_shape) != len(teacher_shape) or student_shape[1:] != teacher_shape[1:]:
         raise HintError(
-            f"hint_layer: {layer!r} gives student features {student_shape} and teacher features "
+            f"training.hint_layer: {layer!r} gives student features {student_shape} and teacher features "
             f"{teacher_shape}; they must differ only in channels"
         )
     if len(student_shape) == 3:
@@ -115,7 +116,7 @@ def distill_with_hints(
     progress: bool = True,
 ) -> FitResult:
     """Train ``student`` in place with logit KD plus hints at ``layer`` (a module name in both networks)."""
-    example = torch.zeros(2, *train.images.shape[1:])
+    example = config.normalise(torch.from_numpy(train.images[:2]))
     hinted = HintedStudent(student, make_adapter(student, teacher, layer, example))
     student_tap = FeatureTap(named_layer(student, layer, "student"))
     teacher_tap = FeatureTap(named_layer(teacher, layer, "teacher"))

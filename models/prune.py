@@ -20,28 +20,32 @@ from typing import TypeVar
 import torch
 from torch import nn
 
-from models.architectures import normalise
 from models.data import Split
 from models.distill import distill
+from models.recipes import RecipeError
 from models.train import FitResult, TrainConfig
 
 PASS_THROUGH = (nn.ReLU, nn.MaxPool2d, nn.AvgPool2d, nn.Dropout, nn.Identity)
 SCHEDULES = ("one-shot", "iterative")
 
 
-class PruningError(ValueError):
-    """A sparsity, schedule or network that cannot be pruned; the message names the recipe field."""
+class PruningError(RecipeError):
+    """A sparsity, schedule or network that cannot be pruned; the message names the spec field."""
 
 
 def check_sparsity(sparsity: float) -> float:
     if not 0.0 < sparsity < 1.0:
-        raise PruningError(f"prune_sparsity: must be between 0 and 1 (exclusive), got {sparsity}")
+        raise PruningError(
+            f"compression.pruning.sparsity: must be between 0 and 1 (exclusive), got {sparsity}"
+        )
     return sparsity
 
 
 def check_schedule(schedule: str) -> str:
     if schedule not in SCHEDULES:
-        raise PruningError(f"prune_schedule: unknown schedule {schedule!r} (known: {', '.join(SCHEDULES)})")
+        raise PruningError(
+            f"compression.pruning.schedule: unknown schedule {schedule!r} (known: {', '.join(SCHEDULES)})"
+        )
     return schedule
 
 
@@ -62,7 +66,7 @@ def leaf_chain(net: nn.Module) -> list[tuple[nn.Sequential, int]]:
     for child in net.children():
         if not isinstance(child, nn.Sequential):
             raise PruningError(
-                f"student_architecture: {type(net).__name__} cannot be pruned: it must be a chain of "
+                f"student.architecture: {type(net).__name__} cannot be pruned: it must be a chain of "
                 f"nn.Sequential blocks, and has a {type(child).__name__}"
             )
         chain.extend((child, index) for index in range(len(child)))
@@ -81,7 +85,7 @@ def check_is_chain(net: nn.Module, example: torch.Tensor) -> None:
     net.train(was_training)
     if not same:
         raise PruningError(
-            f"student_architecture: {type(net).__name__} cannot be pruned: its forward is not the chain of "
+            f"student.architecture: {type(net).__name__} cannot be pruned: its forward is not the chain of "
             "its nn.Sequential blocks"
         )
 
@@ -98,7 +102,7 @@ def _copy_weights(new: Layer, old: Layer, inputs: torch.Tensor, outputs: torch.T
 
 def _sliced_conv(conv: nn.Conv2d, inputs: torch.Tensor, outputs: torch.Tensor) -> nn.Conv2d:
     if conv.groups != 1:
-        raise PruningError("student_architecture: grouped convolutions cannot be pruned")
+        raise PruningError("student.architecture: grouped convolutions cannot be pruned")
     new = nn.Conv2d(
         len(inputs), len(outputs), conv.kernel_size, conv.stride, conv.padding, conv.dilation,  # type: ignore[arg-type]
         bias=conv.bias is not None, padding_mode=conv.padding_mode,
@@ -193,7 +197,7 @@ def prune_to_widths(net: nn.Module, widths: list[int], example: torch.Tensor) ->
             flattened = True
         elif not isinstance(layer, PASS_THROUGH):
             raise PruningError(
-                f"student_architecture: a {type(layer).__name__} layer cannot be pruned "
+                f"student.architecture: a {type(layer).__name__} layer cannot be pruned "
                 "(known: Conv2d, Linear, BatchNorm2d, ReLU, pooling, Dropout, Flatten)"
             )
     return pruned
@@ -220,7 +224,7 @@ def prune_and_finetune(
     """
     plan = schedule_widths(hidden_widths(student), sparsity, schedule, steps)
     epochs = max(1, config.epochs // len(plan))
-    example = normalise(torch.from_numpy(train.images[:2]))
+    example = config.normalise(torch.from_numpy(train.images[:2]))
     net, results = student, []
     for number, widths in enumerate(plan, start=1):
         net = prune_to_widths(net, widths, example)

@@ -14,17 +14,18 @@ from __future__ import annotations
 import contextlib
 import logging
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from models.architectures import normalise
 from models.data import Split
 from models.distill import distillation_loss
 from models.train import FitResult, TrainConfig, fit
+
+Normalise = Callable[[torch.Tensor], torch.Tensor]
 
 
 @contextlib.contextmanager
@@ -69,8 +70,10 @@ class ExportedForTraining(nn.Module):
         return self.graph(x)
 
 
-def prepare(student: nn.Module, calibration: np.ndarray, batch_size: int = 64) -> ExportedForTraining:
-    """The student captured and fake-quantized, observers set on ``calibration`` (raw pixels)."""
+def prepare(
+    student: nn.Module, calibration: np.ndarray, normalise: Normalise, batch_size: int = 64
+) -> ExportedForTraining:
+    """The student captured and fake-quantized, observers set on ``calibration`` (raw inputs)."""
     quantize_pt2e, x86, _, _ = _pt2e()
     student.eval()
     example = normalise(torch.from_numpy(calibration[:2]))
@@ -102,7 +105,7 @@ def quantization_aware_training(
 ) -> tuple[ExportedForTraining, FitResult]:
     """Fine-tune a fake-quantized copy of ``student`` with KD; return it converted to Q/DQ ops, in eval mode."""
     quantize_pt2e, _, _, _ = _pt2e()
-    prepared = prepare(student, calibration)
+    prepared = prepare(student, calibration, config.normalise)
     with _quiet_torchao():
         result = fit(
             prepared, train, validation, config,

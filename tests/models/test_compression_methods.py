@@ -101,12 +101,12 @@ def test_schedules_end_at_the_same_widths() -> None:
 
 @pytest.mark.parametrize("sparsity", [0.0, 1.0, -0.1, 1.5, math.nan])
 def test_a_sparsity_outside_zero_one_names_the_field(sparsity: float) -> None:
-    with pytest.raises(PruningError, match="prune_sparsity: must be between 0 and 1"):
+    with pytest.raises(PruningError, match=r"compression.pruning.sparsity: must be between 0 and 1"):
         check_sparsity(sparsity)
 
 
 def test_an_unknown_schedule_names_the_field() -> None:
-    with pytest.raises(PruningError, match="prune_schedule: unknown schedule 'greedy'"):
+    with pytest.raises(PruningError, match=r"compression.pruning.schedule: unknown schedule 'greedy'"):
         schedule_widths([8], 0.5, "greedy")
 
 
@@ -141,12 +141,12 @@ class NotSequential(nn.Module):
 
 @pytest.mark.parametrize("net", [Residual(), NotSequential()], ids=["residual", "not-sequential"])
 def test_an_architecture_that_cannot_be_pruned_names_the_field(net: nn.Module) -> None:
-    with pytest.raises(PruningError, match=r"student_architecture: .* cannot be pruned"):
+    with pytest.raises(PruningError, match=r"student.architecture: .* cannot be pruned"):
         prune_to_widths(net, [2], EXAMPLE)
 
 
 def test_an_unknown_layer_kind_names_the_field() -> None:
-    with pytest.raises(PruningError, match="student_architecture: a GroupNorm layer cannot be pruned"):
+    with pytest.raises(PruningError, match=r"student.architecture: a GroupNorm layer cannot be pruned"):
         prune_to_widths(WithGroupNorm().eval(), [2], EXAMPLE)
 
 
@@ -174,12 +174,14 @@ def test_the_adapter_maps_student_features_onto_the_teachers() -> None:
     adapter = make_adapter(seeded(student), seeded(teacher), "features", EXAMPLE)
     assert isinstance(adapter, nn.Conv2d)
     assert (adapter.in_channels, adapter.out_channels, adapter.kernel_size) == (64, 128, (1, 1))
-    with pytest.raises(HintError, match="hint_layer: the student has no layer 'trunk'"):
+    with pytest.raises(HintError, match=r"training.hint_layer: the student has no layer 'trunk'"):
         make_adapter(seeded(student), seeded(teacher), "trunk", EXAMPLE)
     wider_kernel = nn.Module()
     wider_kernel.features = nn.Sequential(nn.Conv2d(1, 8, 5))  # 24x24 maps against the student's 26x26
     wider_kernel.forward = wider_kernel.features.forward
-    with pytest.raises(HintError, match=r"hint_layer: 'features.0' gives student features \(32, 26, 26\)"):
+    with pytest.raises(
+        HintError, match=r"training.hint_layer: 'features.0' gives student features \(32, 26, 26\)"
+    ):
         make_adapter(seeded(student), wider_kernel, "features.0", EXAMPLE)
 
 
