@@ -44,6 +44,7 @@ PRUNED_INT8_ONNX = "student-pruned-int8-onnx"
 PRUNED_INT8_OPENVINO = "student-pruned-int8-openvino"
 QAT_INT8_ONNX = "student-qat-int8-onnx"
 QAT_INT8_OPENVINO = "student-qat-int8-openvino"
+HINTS = "student-hints-fp32"  # only with distillation "logit+hints": the benchmark's side-by-side
 LABELS = [str(i) for i in range(10)]
 SIGNATURE = Signature.model_validate(
     {
@@ -81,6 +82,7 @@ def variants(recipe: Recipe) -> list[str]:
         names += [TEACHER] if recipe.teacher_artifact in ("", "torchscript") else []
         names += [SCRATCH, STUDENT, *(static_variant(e) for e in recipe.quantization_engines)]
         names += [DYNAMIC] if recipe.dynamic_int8 else []
+        names += [HINTS] if recipe.distillation == "logit+hints" else []
         if pruned:
             names += [PRUNED, *(static_variant(e, "student-pruned") for e in recipe.quantization_engines)]
     if "onnx" in recipe.formats:

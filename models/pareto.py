@@ -6,7 +6,7 @@ one of the two. The frontier is what is left: every variant on it is the most ac
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,7 +41,7 @@ def frontier(points: Sequence[Point]) -> list[Point]:
 
 
 def plot(
-    axes_points: dict[str, Sequence[Point]], path: Path, *, title: str, accuracy_label: str = "accuracy"
+    axes_points: Mapping[str, Sequence[Point]], path: Path, *, title: str, accuracy_label: str = "accuracy"
 ) -> None:
     """One panel per cost (e.g. "p50 latency, batch 1 (ms)", "bytes"), the frontier drawn as a step line."""
     import matplotlib

@@ -3,6 +3,7 @@ distilled student on the same budget and batches, then the torch.ao int8 variant
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Callable
@@ -14,7 +15,7 @@ from torch import nn
 
 from models import architectures
 from models.architectures import Normaliser
-from models.artifacts import DYNAMIC, SCRATCH, STUDENT, TEACHER, FamilyIO, Trained, static_variant
+from models.artifacts import DYNAMIC, HINTS, SCRATCH, STUDENT, TEACHER, FamilyIO, Trained, static_variant
 from models.data import Dataset, Split
 from models.distill import distill
 from models.hints import distill_with_hints
@@ -117,20 +118,24 @@ def train_variants(
     params_s = architectures.count_parameters(student)
     if params_t is None:
         params_t = architectures.count_parameters(teacher)
+    distilled = Trained(STUDENT, student, recipe.student_architecture, params_s, parent=TEACHER,
+                        compression=distillation_card(recipe))  # fmt: skip
     trained = [
         Trained(TEACHER, teacher, recipe.teacher_architecture, params_t, artifact=teacher_artifact),
         Trained(SCRATCH, scratch, recipe.student_architecture, params_s),
-        Trained(
-            STUDENT,
-            student,
-            recipe.student_architecture,
-            params_s,
-            parent=TEACHER,
-            compression=distillation_card(recipe),
-        ),
+        distilled,
     ]
+    if recipe.distillation == "logit+hints":  # the same budget, teacher and batches: only the loss differs
+        hinted = _seeded(recipe.student_architecture, recipe.seed + 1)
+        hints = dataclasses.replace(recipe, distillation="hints")
+        _stage(
+            "distillation with hints",
+            lambda: _distill(hints, hinted, teacher, train, data, student_config, progress),
+        )
+        trained.append(Trained(HINTS, hinted, recipe.student_architecture, params_s, parent=TEACHER,
+                               compression=distillation_card(hints)))  # fmt: skip
     calibration = normaliser(torch.from_numpy(train.images[: recipe.calibration_samples]))
-    methods = train_methods(recipe, trained[-1], teacher, train, data.validation, student_config, calibration,
+    methods = train_methods(recipe, distilled, teacher, train, data.validation, student_config, calibration,
                             progress=progress)  # fmt: skip
     if "torchscript" in recipe.formats:  # torch.ao int8 exists only as TorchScript
         for engine in recipe.quantization_engines:
