@@ -41,6 +41,7 @@ from models.artifacts import (
     static_variant,
     variants,
 )
+from models.cascade import cascade_choices
 from models.data import Dataset, load_dataset
 from models.distill import distill
 from models.evaluate import evaluate_version
@@ -299,11 +300,18 @@ def _publish_all(
                     references[item.source.variant] = reference_logits(item.source.net, test.images)
                 metrics.update(check_gate(item, recipe, logits, references[item.source.variant]))
             checked.append(_Checked(item, folder, metrics))
+        drafts = {
+            e.item.variant: draft_version(e.folder, _card(recipe, data, digest, e.item, None))
+            for e in checked
+        }
+        then = TEACHER if TEACHER in drafts else TEACHER_ONNX
+        cascades = cascade_choices(drafts, then, data.validation.images, data.validation.labels, "validation")
         published: dict[str, VariantResult] = {}
         for entry in checked:
             item = entry.item
             parent = next((published[p] for p in item.parents if p in published), None)
-            card = {**_card(recipe, data, digest, item, parent), "metrics": entry.metrics}
+            card = {**_card(recipe, data, digest, item, parent), "metrics": entry.metrics,
+                    "cascade": cascades.get(item.variant)}  # fmt: skip
             version = publish(registry_path, card, {name: entry.folder / name for name in item.format.files})
             published[item.variant] = VariantResult(
                 item.variant, version.card.name, version.card.version, entry.metrics

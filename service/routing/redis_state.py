@@ -90,6 +90,8 @@ def fields_of(prediction: Prediction) -> dict[str, Any]:
         fields["sv"] = prediction.shadow_variant
     if prediction.shadow_classes is not None:
         fields["sc"] = prediction.shadow_classes
+    if prediction.stage is not None:
+        fields["s"] = prediction.stage
     return fields
 
 
@@ -97,7 +99,8 @@ def decode(value: str) -> Prediction:
     fields = json.loads(value)
     shadow_classes = fields.get("sc")
     return Prediction(fields.get("e"), fields["m"], fields["v"], tuple(fields["c"]), float(fields["t"]),
-                      fields.get("sv"), tuple(shadow_classes) if shadow_classes else None)  # fmt: skip
+                      fields.get("sv"), tuple(shadow_classes) if shadow_classes else None,
+                      fields.get("s"))  # fmt: skip
 
 
 @dataclass(slots=True)

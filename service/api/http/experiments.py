@@ -5,12 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Request
-from pydantic import TypeAdapter
+from pydantic import BaseModel, TypeAdapter
 
 from service.api.http.context import context
 from service.api.http.wire import parse_json, read_body
 from service.auth import require_admin
-from service.routing.loop import ExperimentChange, FeedbackItem
+from service.routing.bodies import ExperimentChange, FeedbackItem, RolloutAction
 
 router = APIRouter(prefix="/v1", tags=["Experiments"])
 
@@ -18,12 +18,18 @@ FEEDBACK = TypeAdapter(FeedbackItem | list[FeedbackItem])
 FEEDBACK_BODY: dict[str, Any] = {
     "requestBody": {"required": True, "content": {"application/json": {"schema": FEEDBACK.json_schema()}}}
 }
-CHANGE_BODY: dict[str, Any] = {
-    "requestBody": {
-        "required": True,
-        "content": {"application/json": {"schema": ExperimentChange.model_json_schema()}},
+
+
+def body_schema(model: type[BaseModel]) -> dict[str, Any]:
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": model.model_json_schema()}},
+        }
     }
-}
+
+
+CHANGE_BODY = body_schema(ExperimentChange)
 
 
 @router.get("/experiments", summary="Every experiment: traffic, online accuracy, agreement, latency, verdict")
@@ -45,6 +51,19 @@ async def change_experiment(request: Request, name: str) -> dict[str, Any]:
     body = await read_body(request, ctx.settings.limits.max_request_bytes)
     change = ExperimentChange.model_validate(parse_json(body))
     return await ctx.dataplane.experiments.update(name, change)
+
+
+@router.post(
+    "/experiments/{name}/rollout",
+    summary="Pause, resume, advance or roll back a rollout (admin)",
+    openapi_extra=body_schema(RolloutAction),
+)
+async def rollout_action(request: Request, name: str) -> dict[str, Any]:
+    ctx = context(request)
+    require_admin(ctx.settings.admin.token, request.headers.get("authorization"))
+    body = await read_body(request, ctx.settings.limits.max_request_bytes)
+    action = RolloutAction.model_validate(parse_json(body))
+    return await ctx.dataplane.experiments.rollout_action(name, action)
 
 
 @router.post(

@@ -10,9 +10,9 @@ from starlette.responses import JSONResponse, Response
 from contract.triton_config import config_as_json
 from service.api.http.context import ServiceContext, context
 from service.api.http.wire import HEADER_LENGTH, decode_infer_request, encode_infer_response, read_body
-from service.dataplane import InferOutcome
 from service.errors import ModelNotReady, SlimServeError
 from service.protocol import WireInferRequest
+from service.served import served_metadata
 
 router = APIRouter(prefix="/v2", tags=["Open Inference Protocol"])
 
@@ -28,20 +28,6 @@ INFER_BODY: dict[str, Any] = {
         },
     }
 }
-
-
-def served_headers(outcome: InferOutcome) -> dict[str, str]:
-    card = outcome.served.model.card
-    headers = {
-        "slimserve-model": card.name,
-        "slimserve-variant": card.variant,
-        "slimserve-version": str(card.version),
-        "slimserve-fallback": "true" if outcome.fallback else "false",
-        "slimserve-request-id": outcome.response.id or "",
-    }
-    if outcome.assignment and outcome.assignment.experiment:
-        headers["slimserve-experiment"] = outcome.assignment.experiment.name
-    return headers
 
 
 @router.get("", summary="Server metadata")
@@ -119,4 +105,4 @@ async def infer_response(ctx: ServiceContext, request: Request, model: str, vers
         raise
     outcome = await ctx.dataplane.infer(model, version, decoded, protocol="http", headers=request.headers)
     content, headers = encode_infer_response(outcome.response)
-    return Response(content, headers={**headers, **served_headers(outcome)})
+    return Response(content, headers={**headers, **served_metadata(outcome)})

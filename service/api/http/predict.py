@@ -10,10 +10,10 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from service.api.http.context import context
-from service.api.http.oip import served_headers
 from service.api.http.wire import parse_json, read_body
 from service.errors import InvalidInput
 from service.protocol import InferRequest, Tensor, WirePredictRequest
+from service.served import served_metadata
 
 router = APIRouter(prefix="/v1", tags=["Convenience"])
 
@@ -54,7 +54,7 @@ async def predict(request: Request, model: str, response: Response) -> dict[str,
     outcome = await ctx.dataplane.infer(
         model, None, InferRequest([tensor]), protocol="http", headers=request.headers
     )
-    response.headers.update(served_headers(outcome))
+    response.headers.update(served_metadata(outcome))
     card = outcome.served.model.card
     probabilities = softmax(outcome.response.outputs[0].array.astype(np.float64))
     classes = probabilities.argmax(axis=1)
