@@ -18,7 +18,7 @@ from service.backends.base import Backend
 from service.errors import InvalidInput
 from service.routing.experiments import ExperimentsFileError
 from service.runtime import load_checked_experiments
-from tests.harness import RunningService, run_service
+from tests.harness import run_service
 from tests.service.faults import FaultyBackend
 from tests.service.test_experiments import TOKEN, body, settings_for
 
@@ -28,7 +28,7 @@ POLICY: dict[str, Any] = {
     "candidate": CANDIDATE, "control": CONTROL, "steps": [20, 50, 100],
     "gates": {"min_samples": 20, "non_inferiority": True, "max_p99_latency_s": 10, "max_error_rate": 0.05},
 }  # fmt: skip
-FAST = {"rollout_period_s": 0.2}
+FAST: dict[str, object] = {"rollout_period_s": 0.2}
 _ids = itertools.count()
 
 
