@@ -60,6 +60,9 @@ clean:
 
 ## loadtest: locust against the service on the default registry (built if missing): HTTP JSON, binary, gRPC and
 ## the A/B user with feedback; report folder in reports/loadtest-<UTC time>/ (ARGS: --duration 2m --users 32 ...)
+## SCENARIO=cascade: the cascade against teacher-only and student-only (ARGS: --rows 32 --seconds 20 ...);
+## SCENARIO=rollout: a good candidate rolled out to 100 %, a worse one rolled back (ARGS: --restart --plot x.png)
+SCENARIO ?= run
 .PHONY: loadtest
 loadtest: registry
-	$(BIN)/python -m loadtests run --registry $(REGISTRY) $(ARGS)
+	$(BIN)/python -m loadtests $(SCENARIO) --registry $(REGISTRY) $(ARGS)

@@ -232,8 +232,8 @@ class DataPlane:
                 card = served.model.card
                 labels |= variant_labels_of(served)
                 result = await self._run(served, batch, deadline, labels)
-            served, result, escalated = await self._cascade.answer(
-                assignment, served, result, lambda then: self._run(then, batch, deadline, labels)
+            served, result, escalation = await self._cascade.answer(
+                assignment, served, batch, result, lambda then, rows: self._run(then, rows, deadline, labels)
             )
             card = served.model.card
             labels |= variant_labels_of(served)
@@ -256,7 +256,7 @@ class DataPlane:
         request_id = request.id or self._ids.next()  # feedback needs an id to join labels to
         first_output = card.signature.outputs[0].name
         self.experiments.record(
-            assignment, card, request_id, batch, result.outputs[first_output], elapsed, escalated
+            assignment, card, request_id, batch, result.outputs[first_output], elapsed, escalation
         )
         response = InferResponse(
             model_name=model,
@@ -273,7 +273,7 @@ class DataPlane:
             ],
             parameters={"variant": card.variant},
         )
-        outcome = InferOutcome(response, served, assignment, fell_back, escalated)
+        outcome = InferOutcome(response, served, assignment, fell_back, escalation)
         response.parameters.update(cascade_parameters(outcome))
         return outcome
 

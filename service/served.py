@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from service.cascade import Escalation
 from service.protocol import InferResponse
 from service.registry.store import ServedVariant
 from service.routing.router import Assignment
@@ -16,7 +17,7 @@ class InferOutcome:
     served: ServedVariant
     assignment: Assignment | None  # set when a family name was routed to a variant
     fallback: bool = False  # answered by the fallback of a variant whose backend was down
-    escalated: bool | None = None  # a cascade arm: whether its second stage answered; None: no cascade
+    escalation: Escalation | None = None  # a cascade arm: the rows its second stage answered
 
 
 def variant_labels_of(served: ServedVariant) -> dict[str, str]:
@@ -25,12 +26,18 @@ def variant_labels_of(served: ServedVariant) -> dict[str, str]:
             "backend": served.backend.kind}  # fmt: skip
 
 
-def cascade_parameters(outcome: InferOutcome) -> dict[str, str | bool]:
-    """Response parameters of a cascade's answer (beside ``variant``, the stage that answered)."""
+def cascade_parameters(outcome: InferOutcome) -> dict[str, str | bool | list[int]]:
+    """Response parameters of a cascade's answer, beside ``variant`` (the stage that answered every row, or
+    the first when some rows were escalated: ``escalated_rows`` lists them)."""
     cascade = outcome.assignment.cascade if outcome.assignment else None
-    if cascade is None or outcome.escalated is None:
+    escalation = outcome.escalation
+    if cascade is None or escalation is None:
         return {}
-    return {"cascade": cascade.name, "escalated": outcome.escalated}
+    return {
+        "cascade": cascade.name,
+        "escalated": escalation.escalated,
+        "escalated_rows": list(escalation.rows),
+    }
 
 
 def served_metadata(outcome: InferOutcome) -> dict[str, str]:
@@ -46,6 +53,8 @@ def served_metadata(outcome: InferOutcome) -> dict[str, str]:
     }
     if outcome.assignment and outcome.assignment.experiment:
         metadata["slimserve-experiment"] = outcome.assignment.experiment.name
-    for name, value in cascade_parameters(outcome).items():
-        metadata[f"slimserve-{name}"] = str(value).lower()
+    if outcome.assignment and outcome.assignment.cascade and outcome.escalation:
+        metadata["slimserve-cascade"] = outcome.assignment.cascade.name
+        metadata["slimserve-escalated"] = "true" if outcome.escalation.escalated else "false"
+        metadata["slimserve-escalated-rows"] = str(len(outcome.escalation.rows))
     return metadata

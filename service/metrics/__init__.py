@@ -127,8 +127,14 @@ class ServiceMetrics:
         # cascades: how often the first stage was unsure, what each stage costs and gets right
         self.cascade_requests = Counter(
             "slimserve_cascade_requests",
-            "Requests routed to a cascade arm, by the stage that answered (the second: escalated).",
+            "Requests routed to a cascade arm; escalated: the second stage answered some of their rows.",
             (*EXPERIMENT_LABELS, "stage", "escalated"),
+            registry=registry,
+        )
+        self.cascade_rows = Counter(
+            "slimserve_cascade_rows",
+            "Rows answered by a cascade arm, by the stage that answered them.",
+            (*EXPERIMENT_LABELS, "stage"),
             registry=registry,
         )
         self.cascade_duration = Histogram(

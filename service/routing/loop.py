@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from contract.card import ModelCard
+from service.cascade import Escalation
 from service.config import Settings
 from service.errors import InvalidInput, ModelNotFound
 from service.metrics import ServiceMetrics
@@ -100,19 +101,20 @@ class ExperimentLoop:
         batch: np.ndarray,
         logits: np.ndarray,
         seconds: float,
-        escalated: bool | None = None,
+        escalation: Escalation | None = None,
     ) -> None:
         """Remember what a successful request predicted; mirror it to the shadow when it was chosen for that."""
         experiment = assignment.experiment if assignment else None
         classes = tuple(logits.argmax(axis=1).tolist())
         name = experiment.name if experiment else None
         arm = assignment.arm if experiment is not None and assignment is not None else card.variant
-        stage = card.variant if assignment is not None and assignment.cascade is not None else None
-        prediction = Prediction(name, card.family, arm, classes, time.time(), stage=stage)
+        prediction = Prediction(name, card.family, arm, classes, time.time())
         if experiment is not None and assignment is not None:
-            self.state.count(experiment.name, arm, {"requests": 1}, latency_s=seconds)
-            if stage is not None:
-                self._count_stage(experiment.name, card.family, arm, stage, bool(escalated), seconds)
+            self.state.count(experiment.name, arm, {"requests": 1, "rows": len(classes)}, latency_s=seconds)
+            if escalation is not None:
+                prediction.stages = (escalation.first, escalation.then)
+                prediction.escalated_rows = escalation.rows
+                self._count_stages(experiment.name, card.family, arm, escalation, seconds)
             if assignment.shadow:
                 shadow_variant = assignment.shadow.removeprefix(f"{card.family}-")
                 job = ShadowJob(
@@ -131,10 +133,19 @@ class ExperimentLoop:
                     self._metrics.shadow_dropped.labels(experiment.name, card.family).inc()
         self.state.remember(request_id, prediction)
 
-    def _count_stage(
-        self, experiment: str, family: str, arm: str, stage: str, escalated: bool, seconds: float
+    def _count_stages(
+        self, experiment: str, family: str, arm: str, escalation: Escalation, seconds: float
     ) -> None:
+        """A request counts for the second stage when any of its rows was escalated (its latency is both
+        stages'); rows count for the stage that answered them."""
+        escalated = len(escalation.rows)
+        stage = escalation.then if escalated else escalation.first
+        rows = {escalation.first: escalation.total - escalated, escalation.then: escalated}
         self.state.count(experiment, f"{arm}{STAGE_SEPARATOR}{stage}", {"requests": 1}, latency_s=seconds)
+        for name, count in rows.items():
+            if count:
+                self.state.count(experiment, f"{arm}{STAGE_SEPARATOR}{name}", {"rows": count})
+                self._metrics.cascade_rows.labels(experiment, family, arm, name).inc(count)
         flag = "true" if escalated else "false"
         self._metrics.cascade_requests.labels(experiment, family, arm, stage, flag).inc()
         self._metrics.cascade_duration.labels(experiment, family, arm, flag).observe(seconds)
@@ -200,8 +211,8 @@ class ExperimentLoop:
             answers[prediction.shadow_variant] = prediction.shadow_classes
         for variant, classes in answers.items():
             self._count_labelled(prediction.experiment, prediction.model, variant, classes, labels)
-        if prediction.stage is not None and prediction.experiment is not None:
-            self._count_stage_labelled(prediction, labels)
+        if prediction.stages is not None and prediction.experiment is not None:
+            self._count_stages_labelled(prediction, labels)
         return {"id": item.id, "status": "accepted", "variant": prediction.variant,
                 "correct": labels == list(prediction.classes)}  # fmt: skip
 
@@ -214,16 +225,24 @@ class ExperimentLoop:
         if experiment:
             self.state.count(experiment, variant, {"labelled": len(labels), "correct": correct})
 
-    def _count_stage_labelled(self, prediction: Prediction, labels: list[int]) -> None:
-        experiment, stage = prediction.experiment or "", prediction.stage or ""
-        correct = sum(
-            int(label == predicted) for label, predicted in zip(labels, prediction.classes, strict=True)
-        )
-        series = (experiment, prediction.model, prediction.variant, stage)
-        self._metrics.cascade_labelled.labels(*series).inc(len(labels))
-        self._metrics.cascade_labelled_correct.labels(*series).inc(correct)
-        tally = f"{prediction.variant}{STAGE_SEPARATOR}{stage}"
-        self.state.count(experiment, tally, {"labelled": len(labels), "correct": correct})
+    def _count_stages_labelled(self, prediction: Prediction, labels: list[int]) -> None:
+        """Per-stage accuracy: each labelled row counts for the stage that answered it."""
+        assert prediction.stages is not None and prediction.experiment is not None
+        first, then = prediction.stages
+        escalated = set(prediction.escalated_rows)
+        by_stage: dict[str, list[int]] = {first: [0, 0], then: [0, 0]}  # stage -> [labelled, correct]
+        for row, (label, predicted) in enumerate(zip(labels, prediction.classes, strict=True)):
+            counts = by_stage[then if row in escalated else first]
+            counts[0] += 1
+            counts[1] += int(label == predicted)
+        for stage, (labelled, correct) in by_stage.items():
+            if not labelled:
+                continue
+            series = (prediction.experiment, prediction.model, prediction.variant, stage)
+            self._metrics.cascade_labelled.labels(*series).inc(labelled)
+            self._metrics.cascade_labelled_correct.labels(*series).inc(correct)
+            tally = f"{prediction.variant}{STAGE_SEPARATOR}{stage}"
+            self.state.count(prediction.experiment, tally, {"labelled": labelled, "correct": correct})
 
     # reports and changes
     async def report(self, name: str) -> dict[str, Any]:

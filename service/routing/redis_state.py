@@ -90,8 +90,9 @@ def fields_of(prediction: Prediction) -> dict[str, Any]:
         fields["sv"] = prediction.shadow_variant
     if prediction.shadow_classes is not None:
         fields["sc"] = prediction.shadow_classes
-    if prediction.stage is not None:
-        fields["s"] = prediction.stage
+    if prediction.stages is not None:
+        fields["s"] = prediction.stages
+        fields["x"] = prediction.escalated_rows
     return fields
 
 
@@ -100,7 +101,7 @@ def decode(value: str) -> Prediction:
     shadow_classes = fields.get("sc")
     return Prediction(fields.get("e"), fields["m"], fields["v"], tuple(fields["c"]), float(fields["t"]),
                       fields.get("sv"), tuple(shadow_classes) if shadow_classes else None,
-                      fields.get("s"))  # fmt: skip
+                      tuple(fields["s"]) if "s" in fields else None, tuple(fields.get("x", ())))  # fmt: skip
 
 
 @dataclass(slots=True)

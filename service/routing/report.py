@@ -49,8 +49,9 @@ def experiment_report(experiment: Experiment, tallies: ExperimentTallies) -> dic
 
 
 def cascade_section(experiment: Experiment, tallies: ExperimentTallies) -> dict[str, Any]:
-    """The cascade arm's stages: how often the second answered, and each stage's accuracy and latency (the
-    second's latency is an escalated request's, both stages included)."""
+    """The cascade arm's stages: how often the second answered (requests with any row escalated, and rows),
+    each stage's rows, accuracy on its labelled rows, and latency (the second's: escalated requests', both
+    stages included)."""
     assert experiment.cascade is not None
     cascade = experiment.cascade
     arm = tallies.of(cascade.name)
@@ -63,9 +64,11 @@ def cascade_section(experiment: Experiment, tallies: ExperimentTallies) -> dict[
         **cascade.model_dump(mode="json", exclude={"name"}),
         "escalated": escalated,
         "escalation_rate": escalated / arm.requests if arm.requests else None,
+        "escalated_rows": stages[cascade.then].rows,
+        "row_escalation_rate": stages[cascade.then].rows / arm.rows if arm.rows else None,
         "stages": [
             {"variant": stage, "escalated": stage == cascade.then, "requests": tally.requests,
-             "labelled": tally.labelled, "online_accuracy": tally.accuracy,
+             "rows": tally.rows, "labelled": tally.labelled, "online_accuracy": tally.accuracy,
              "latency_seconds": tally.latency_quantiles()}
             for stage, tally in stages.items()
         ],

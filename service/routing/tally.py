@@ -14,7 +14,7 @@ from typing import Any
 LATENCY_FLOOR_S = 1e-6
 BUCKETS_PER_DOUBLING = 8
 LATENCY_BUCKETS = 240  # 1 µs × 2**(240/8) ≈ 18 min: every plausible latency has its own bucket
-COUNTS = ("requests", "labelled", "correct", "compared", "agreed", "errors")
+COUNTS = ("requests", "rows", "labelled", "correct", "compared", "agreed", "errors")
 STAGE_SEPARATOR = "/"  # a cascade stage's tally is "<arm>/<stage>"
 
 
@@ -33,6 +33,7 @@ def bucket_midpoint(index: int) -> float:
 @dataclass(slots=True)
 class VariantTally:
     requests: int = 0
+    rows: int = 0  # rows of the requests answered (a cascade's stages split a request's rows)
     labelled: int = 0
     correct: int = 0
     compared: int = 0  # rows compared against the reference through shadow traffic

@@ -67,7 +67,9 @@ def test_unsure_requests_are_escalated_and_the_response_says_who_answered(
                 "teacher-fp32" if escalated else "student-int8-x86"
             )
             assert response.json()["parameters"] == {"variant": response.headers["slimserve-variant"],
-                                                     "cascade": "cascade", "escalated": escalated}  # fmt: skip
+                                                     "cascade": "cascade", "escalated": escalated,
+                                                     "escalated_rows": [0] if escalated else []}  # fmt: skip
+            assert response.headers["slimserve-escalated-rows"] == str(int(escalated))
             answered.append(
                 (response.headers["slimserve-variant"], np.argmax(response.json()["outputs"][0]["data"]))
             )
@@ -79,7 +81,7 @@ def test_unsure_requests_are_escalated_and_the_response_says_who_answered(
     row = next(r for r in report["variants"] if r["variant"] == "cascade")
     section = row["cascade"]
     assert section["threshold"] == threshold and section["escalated"] == int(unsure.sum())
-    assert section["escalation_rate"] == pytest.approx(unsure.mean())
+    assert section["escalation_rate"] == pytest.approx(unsure.mean()) == section["row_escalation_rate"]
     stages = {stage["variant"]: stage for stage in section["stages"]}
     for stage, escalated in (("student-int8-x86", False), ("teacher-fp32", True)):
         mine = [i for i, (variant, _) in enumerate(answered) if variant == stage]
@@ -178,3 +180,46 @@ def test_bad_cascades_refuse_to_start(
     settings = settings_for(tiny_registry, write_cascade(tmp_path / "experiments.yaml", cascade=cascade))
     with pytest.raises(error, match=message):
         load_checked_experiments(settings)
+
+
+def test_a_batch_escalates_only_its_unsure_rows(
+    tiny_registry: Path, tmp_path: Path, mnist_test_digits: tuple[np.ndarray, np.ndarray]
+) -> None:
+    images, labels = mnist_test_digits
+    settings = settings_for(tiny_registry, write_cascade(tmp_path / "experiments.yaml"))
+    batch = {"id": "batch-1", "inputs": [{"name": "INPUT__0", "shape": [len(images), 1, 28, 28], "datatype": "FP32",
+                                          "data": images.ravel().tolist()}]}  # fmt: skip
+    with run_service(settings) as running, running.client() as client:
+        first = direct_logits(running, "mnist-student-int8-x86", images)
+        then = direct_logits(running, "mnist-teacher-fp32", images)
+        confidence = np.sort(top_probability(first))
+        threshold = float((confidence[69] + confidence[70]) / 2)  # 70 of the 100 rows are escalated
+        cascade = {**CASCADE, "threshold": threshold}
+        assert client.put(
+            "/v1/experiments/mnist-cascade", json={"cascade": cascade}, headers=ADMIN
+        ).is_success
+        response = client.post("/v2/models/mnist/infer", json=batch)
+        assert response.status_code == 200, response.text
+        feedback = client.post("/v1/feedback", json={"id": "batch-1", "label": labels.tolist()}).json()
+        report = client.get("/v1/experiments/mnist-cascade").json()
+    unsure = top_probability(first) < threshold
+    answer = response.json()
+    assert answer["parameters"]["escalated_rows"] == np.flatnonzero(unsure).tolist()
+    assert (
+        response.headers["slimserve-escalated-rows"] == "70"
+        and response.headers["slimserve-escalated"] == "true"
+    )
+    assert response.headers["slimserve-variant"] == "student-int8-x86"  # it answered some rows itself
+    outputs = np.asarray(answer["outputs"][0]["data"]).reshape(len(images), -1)
+    np.testing.assert_allclose(outputs[unsure], then[unsure], rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(outputs[~unsure], first[~unsure], rtol=1e-4, atol=1e-4)
+    assert feedback["accepted"] == 1
+    section = next(r for r in report["variants"] if r["variant"] == "cascade")["cascade"]
+    assert (section["escalated"], section["escalated_rows"]) == (1, 70)
+    assert section["row_escalation_rate"] == pytest.approx(0.7)
+    stages = {stage["variant"]: stage for stage in section["stages"]}
+    assert stages["teacher-fp32"]["labelled"] == stages["teacher-fp32"]["rows"] == 70
+    assert stages["student-int8-x86"]["labelled"] == stages["student-int8-x86"]["rows"] == 30
+    right = outputs.argmax(axis=1) == labels
+    assert stages["teacher-fp32"]["online_accuracy"] == pytest.approx(right[unsure].mean())
+    assert stages["student-int8-x86"]["online_accuracy"] == pytest.approx(right[~unsure].mean())
