@@ -20,6 +20,7 @@ from service.config import Settings
 from service.errors import InvalidInput, ModelNotFound
 from service.metrics import ServiceMetrics
 from service.routing.bodies import ExperimentChange, FeedbackItem, RolloutAction
+from service.routing.cascade_counts import CascadeCounts
 from service.routing.experiments import Experiment, ExperimentsFile, WeightedVariant
 from service.routing.feedback import Prediction
 from service.routing.report import experiment_report
@@ -27,7 +28,7 @@ from service.routing.rollout_control import RolloutController
 from service.routing.router import Assignment, Router
 from service.routing.shadow import Comparison, RunShadow, ShadowJob, ShadowRunner
 from service.routing.stores import ExperimentStores
-from service.routing.tally import STAGE_SEPARATOR, ExperimentTallies
+from service.routing.tally import ExperimentTallies
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,7 @@ class ExperimentLoop:
         self._metrics = metrics
         self._check = check
         self.state = stores.state
+        self._cascades = CascadeCounts(stores.state, metrics)
         self._config = stores.config
         self.shadow = ShadowRunner(settings.routing.shadow_queue_size, run_shadow, self._shadow_done)
         self.rollouts = RolloutController(
@@ -114,7 +116,7 @@ class ExperimentLoop:
             if escalation is not None:
                 prediction.stages = (escalation.first, escalation.then)
                 prediction.escalated_rows = escalation.rows
-                self._count_stages(experiment.name, card.family, arm, escalation, seconds)
+                self._cascades.answered(experiment.name, card.family, arm, escalation, seconds)
             if assignment.shadow:
                 shadow_variant = assignment.shadow.removeprefix(f"{card.family}-")
                 job = ShadowJob(
@@ -132,23 +134,6 @@ class ExperimentLoop:
                     self.state.count_shadow_dropped(experiment.name)
                     self._metrics.shadow_dropped.labels(experiment.name, card.family).inc()
         self.state.remember(request_id, prediction)
-
-    def _count_stages(
-        self, experiment: str, family: str, arm: str, escalation: Escalation, seconds: float
-    ) -> None:
-        """A request counts for the second stage when any of its rows was escalated (its latency is both
-        stages'); rows count for the stage that answered them."""
-        escalated = len(escalation.rows)
-        stage = escalation.then if escalated else escalation.first
-        rows = {escalation.first: escalation.total - escalated, escalation.then: escalated}
-        self.state.count(experiment, f"{arm}{STAGE_SEPARATOR}{stage}", {"requests": 1}, latency_s=seconds)
-        for name, count in rows.items():
-            if count:
-                self.state.count(experiment, f"{arm}{STAGE_SEPARATOR}{name}", {"rows": count})
-                self._metrics.cascade_rows.labels(experiment, family, arm, name).inc(count)
-        flag = "true" if escalated else "false"
-        self._metrics.cascade_requests.labels(experiment, family, arm, stage, flag).inc()
-        self._metrics.cascade_duration.labels(experiment, family, arm, flag).observe(seconds)
 
     def count_error(self, assignment: Assignment) -> None:
         """A routed request that failed: a rollout's error-rate gate reads these."""
@@ -212,7 +197,7 @@ class ExperimentLoop:
         for variant, classes in answers.items():
             self._count_labelled(prediction.experiment, prediction.model, variant, classes, labels)
         if prediction.stages is not None and prediction.experiment is not None:
-            self._count_stages_labelled(prediction, labels)
+            self._cascades.labelled(prediction, labels)
         return {"id": item.id, "status": "accepted", "variant": prediction.variant,
                 "correct": labels == list(prediction.classes)}  # fmt: skip
 
@@ -224,25 +209,6 @@ class ExperimentLoop:
         self._metrics.labelled_correct.labels(experiment or "", family, variant).inc(correct)
         if experiment:
             self.state.count(experiment, variant, {"labelled": len(labels), "correct": correct})
-
-    def _count_stages_labelled(self, prediction: Prediction, labels: list[int]) -> None:
-        """Per-stage accuracy: each labelled row counts for the stage that answered it."""
-        assert prediction.stages is not None and prediction.experiment is not None
-        first, then = prediction.stages
-        escalated = set(prediction.escalated_rows)
-        by_stage: dict[str, list[int]] = {first: [0, 0], then: [0, 0]}  # stage -> [labelled, correct]
-        for row, (label, predicted) in enumerate(zip(labels, prediction.classes, strict=True)):
-            counts = by_stage[then if row in escalated else first]
-            counts[0] += 1
-            counts[1] += int(label == predicted)
-        for stage, (labelled, correct) in by_stage.items():
-            if not labelled:
-                continue
-            series = (prediction.experiment, prediction.model, prediction.variant, stage)
-            self._metrics.cascade_labelled.labels(*series).inc(labelled)
-            self._metrics.cascade_labelled_correct.labels(*series).inc(correct)
-            tally = f"{prediction.variant}{STAGE_SEPARATOR}{stage}"
-            self.state.count(prediction.experiment, tally, {"labelled": labelled, "correct": correct})
 
     # reports and changes
     async def report(self, name: str) -> dict[str, Any]:
