@@ -109,7 +109,8 @@ class ExperimentLoop:
         experiment = assignment.experiment if assignment else None
         classes = tuple(logits.argmax(axis=1).tolist())
         name = experiment.name if experiment else None
-        arm = assignment.arm if experiment is not None and assignment is not None else card.variant
+        # what answered counts (a fallback's answer is the fallback's), except a cascade's, which is the arm's
+        arm = assignment.arm if assignment is not None and assignment.cascade is not None else card.variant
         prediction = Prediction(name, card.family, arm, classes, time.time())
         if experiment is not None and assignment is not None:
             self.state.count(experiment.name, arm, {"requests": 1, "rows": len(classes)}, latency_s=seconds)
