@@ -4,7 +4,9 @@ whole fleet resumes the step it was at."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -27,6 +29,16 @@ def transitions_counted(url: str) -> float:
                if sample.name == "slimserve_rollout_transitions_total")  # fmt: skip
 
 
+def every_replica_routing(urls: list[str], percent: int, deadline_s: float = 60) -> list[dict[str, Any]]:
+    """The replicas' reports once every one routes ``percent`` to the candidate (or the deadline passed)."""
+    deadline = time.monotonic() + deadline_s
+    while True:
+        reports = [httpx.get(f"{url}/v1/experiments/mnist-rollout", timeout=30).json() for url in urls]
+        if all(weights(r)[CANDIDATE] == percent for r in reports) or time.monotonic() > deadline:
+            return reports
+        time.sleep(0.1)
+
+
 def test_three_replicas_one_decider_and_a_fleet_restart_resumes_the_step(
     tiny_registry: Path, tmp_path: Path, mnist_test_digits: tuple[np.ndarray, np.ndarray]
 ) -> None:
@@ -45,12 +57,12 @@ def test_three_replicas_one_decider_and_a_fleet_restart_resumes_the_step(
                 replica.stop()
             start_all(replicas)
             urls = [replica.url for replica in replicas]
-            for url in urls:
-                resumed = httpx.get(f"{url}/v1/experiments/mnist-rollout", timeout=30).json()
+            for resumed in every_replica_routing(urls, 50):
                 assert status(resumed) == ("running", 50) and weights(resumed)[CANDIDATE] == 50
             report = drive(urls, mnist_test_digits, lambda r: status(r)[0] == "completed")
             counted_after_restart = sum(transitions_counted(url) for url in urls)
-            reports = [httpx.get(f"{url}/v1/experiments/mnist-rollout", timeout=30).json() for url in urls]
+            # the state is written first, the weights second, and replicas follow the configuration by polling
+            reports = every_replica_routing(urls, 100)
     kinds = [(t["kind"], t["to_percent"]) for t in report["rollout"]["transitions"]]
     assert kinds == [("start", 20), ("advance", 50), ("complete", 100)]  # each decided once, by one replica
     assert counted_after_restart == 1  # after the restart, one replica made the one remaining transition
