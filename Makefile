@@ -65,12 +65,15 @@ clean:
 ## loadtest: locust (HTTP JSON, binary, gRPC and the A/B user with feedback) against `make serve` when it answers
 ## on SERVE_URL, so the trade-off page at SERVE_URL/ui moves; else against a service it starts on the default
 ## registry (built if missing); report folder in reports/loadtest-<UTC time>/ (ARGS: --duration 2m --users 32 ...)
+## SCENARIO=cascade: the cascade against teacher-only and student-only (ARGS: --rows 32 --seconds 20 ...);
+## SCENARIO=rollout: a good candidate rolled out to 100 %, a worse one rolled back (ARGS: --restart --plot x.png)
 SERVE_URL ?= http://127.0.0.1:8000
+SCENARIO ?= run
 .PHONY: loadtest
 loadtest: registry
-	@if $(BIN)/python -c 'import sys, httpx; sys.exit(httpx.get("$(SERVE_URL)/v2/health/ready", timeout=2).status_code != 200)' 2>/dev/null; then \
+	@if [ "$(SCENARIO)" = run ] && $(BIN)/python -c 'import sys, httpx; sys.exit(httpx.get("$(SERVE_URL)/v2/health/ready", timeout=2).status_code != 200)' 2>/dev/null; then \
 		echo "loading the running service at $(SERVE_URL) (watch $(SERVE_URL)/ui)"; \
 		$(BIN)/python -m loadtests run --host $(SERVE_URL) $(ARGS); \
 	else \
-		$(BIN)/python -m loadtests run --registry $(REGISTRY) $(ARGS); \
+		$(BIN)/python -m loadtests $(SCENARIO) --registry $(REGISTRY) $(ARGS); \
 	fi

@@ -83,6 +83,20 @@ class Compression(BaseModel):
     hyperparameters: dict[str, Any] = Field(default_factory=dict)
 
 
+class CascadeChoice(BaseModel):
+    """The confidence threshold the pipeline picked for a cascade from this variant to ``then``: below it,
+    a request is escalated. Picked on the validation split, so serving can use it without a test-set peek."""
+
+    model_config = ConfigDict(extra="allow")
+
+    then: str = Field(min_length=1, description="The variant escalated requests go to (the teacher).")
+    threshold: float = Field(gt=0, lt=1, description="Lowest top softmax probability answered here.")
+    expected_escalation: float = Field(ge=0, le=1, description="Share of validation rows escalated.")
+    expected_accuracy: float = Field(ge=0, le=1, description="The cascade's validation accuracy.")
+    margin: float = Field(ge=0, lt=1, description="Accuracy the cascade may lose against ``then``.")
+    computed_on: str = Field("validation", description="The split the threshold was picked on.")
+
+
 class ModelCard(BaseModel):
     """card.json. Unknown fields are kept (and shown) so older services read newer cards."""
 
@@ -113,6 +127,7 @@ class ModelCard(BaseModel):
     max_batch_size: int = Field(0, ge=0)
     files: dict[str, str]
     metrics: dict[str, Any] = Field(default_factory=dict)
+    cascade: CascadeChoice | None = None  # cards written before cascades have none
     libraries: dict[str, str] = Field(default_factory=dict)
     torch_version: str = ""
     created_at: str = ""

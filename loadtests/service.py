@@ -32,11 +32,14 @@ class Target:
 
 
 @contextlib.contextmanager
-def start_service(registry: Path, experiments: Path, log: Path, timeout_s: float = 180) -> Iterator[Target]:
-    """``python -m service`` on ephemeral loopback ports; yields once every variant is ready, stops it after."""
+def start_service(
+    registry: Path, experiments: Path, log: Path, timeout_s: float = 180, extra: list[str] | None = None
+) -> Iterator[Target]:
+    """``python -m service`` on ephemeral loopback ports; yields once every variant is ready, stops it after.
+    ``extra``: more settings flags (``--routing.rollout_period_s 1``)."""
     command = [sys.executable, "-m", "service", "--registry.path", str(registry),
                "--server.host", "127.0.0.1", "--server.http_port", "0", "--server.grpc_port", "0",
-               "--routing.experiments_file", str(experiments)]  # fmt: skip
+               "--routing.experiments_file", str(experiments), *(extra or [])]  # fmt: skip
     with log.open("w") as log_file:
         process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         assert process.stderr is not None

@@ -36,6 +36,7 @@ from models.artifacts import (
     static_variant,
     variants,
 )
+from models.cascade import cascade_choices
 from models.data import Dataset
 from models.evaluate import evaluate_version
 from models.methods import check_prunable, plan_methods
@@ -250,11 +251,18 @@ def _publish_all(registry_path: Path, family: _Family, trained: dict[str, Traine
                     )
                 metrics.update(check_gate(item, recipe, logits, references[item.source.variant]))
             checked.append(_Checked(item, folder, metrics))
+        drafts = {e.item.variant: draft_version(e.folder, _card(family, e.item, None)) for e in checked}
+        then = TEACHER if TEACHER in drafts else TEACHER_ONNX
+        cascades = cascade_choices(drafts, then, data.validation.images, data.validation.labels, "validation")
         published: dict[str, VariantResult] = {}
         for entry in checked:
             item = entry.item
             parent = next((published[p] for p in item.parents if p in published), None)
-            card = {**_card(family, item, parent), "metrics": entry.metrics}
+            card = {
+                **_card(family, item, parent),
+                "metrics": entry.metrics,
+                "cascade": cascades.get(item.variant),
+            }
             version = publish(registry_path, card, {name: entry.folder / name for name in item.format.files})
             published[item.variant] = VariantResult(
                 item.variant, version.card.name, version.card.version, entry.metrics, version.card.lineage

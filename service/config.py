@@ -100,6 +100,13 @@ class RoutingSettings(BaseModel):
         0.25, gt=0, le=5, description="Bound on every Redis call; inference never waits for one."
     )
 
+    rollout_period_s: float = Field(
+        10.0, gt=0, description="How often the deciding replica evaluates every rollout's gates."
+    )
+    rollout_lease_s: float | None = Field(
+        None, gt=0, description="How long the deciding replica's lease lasts unrenewed; none: 3 periods."
+    )
+
     @field_validator("redis_url")
     @classmethod
     def _redis_url_parses(cls, url: str | None) -> str | None:

@@ -20,6 +20,7 @@ from contract.card import TensorSpec
 from contract.triton_config import ModelConfig, load_config
 from service import __version__
 from service.batching.batcher import BatchResult
+from service.cascade import CascadeStep
 from service.codecs import datatype_of
 from service.errors import (
     BackendUnavailable,
@@ -36,6 +37,7 @@ from service.readiness import Readiness
 from service.registry.store import ModelStore, ServedVariant, State, parse_version
 from service.routing.loop import ExperimentLoop
 from service.routing.router import Assignment
+from service.served import InferOutcome, cascade_parameters, variant_labels_of
 from service.signature import prepare_input, select_outputs
 
 log = logging.getLogger(__name__)
@@ -49,20 +51,6 @@ class Limits:
     request_timeout_s: float
     allow_non_finite: bool
     model_timeouts_s: dict[str, float]
-
-
-@dataclass(frozen=True, slots=True)
-class InferOutcome:
-    response: InferResponse
-    served: ServedVariant
-    assignment: Assignment | None  # set when a family name was routed to a variant
-    fallback: bool = False  # answered by the fallback of a variant whose backend was down
-
-
-def variant_labels_of(served: ServedVariant) -> dict[str, str]:
-    card = served.model.card
-    return {"model": card.family, "variant": card.variant, "version": str(card.version),
-            "backend": served.backend.kind}  # fmt: skip
 
 
 class RequestIds:
@@ -97,6 +85,7 @@ class DataPlane:
         self._metrics = metrics
         self._limits = limits
         self._ids = RequestIds()
+        self._cascade = CascadeStep(store, metrics)
 
     # health and metadata
     def live(self) -> bool:
@@ -211,6 +200,7 @@ class DataPlane:
         labels = self._labels_of(model, protocol)
         served: ServedVariant | None = None
         fell_back = False
+        assignment: Assignment | None = None
         try:
             assignment = self.experiments.route(model, headers) if self.store.is_family(model) else None
             wanted = assignment.model if assignment else model
@@ -242,9 +232,16 @@ class DataPlane:
                 card = served.model.card
                 labels |= variant_labels_of(served)
                 result = await self._run(served, batch, deadline, labels)
+            served, result, escalation = await self._cascade.answer(
+                assignment, served, batch, result, lambda then, rows: self._run(then, rows, deadline, labels)
+            )
+            card = served.model.card
+            labels |= variant_labels_of(served)
         except Exception as exc:
             error = self._as_client_error(exc, model)
             self._metrics.requests.labels(**labels, status=error.reason).inc()
+            if assignment is not None and not isinstance(error, InvalidInput):
+                self.experiments.count_error(assignment)
             if served is not None and not isinstance(error, InvalidInput):
                 served.stats.record_failure(time.perf_counter() - started)
             raise error from None
@@ -259,7 +256,9 @@ class DataPlane:
         series.compute_duration.observe(result.compute_seconds)
         request_id = request.id or self._ids.next()  # feedback needs an id to join labels to
         first_output = card.signature.outputs[0].name
-        self.experiments.record(assignment, card, request_id, batch, result.outputs[first_output], elapsed)
+        self.experiments.record(
+            assignment, card, request_id, batch, result.outputs[first_output], elapsed, escalation
+        )
         response = InferResponse(
             model_name=model,
             model_version=str(served.version),
@@ -275,7 +274,9 @@ class DataPlane:
             ],
             parameters={"variant": card.variant},
         )
-        return InferOutcome(response, served, assignment, fell_back)
+        outcome = InferOutcome(response, served, assignment, fell_back, escalation)
+        response.parameters.update(cascade_parameters(outcome))
+        return outcome
 
     async def _run(
         self, served: ServedVariant, batch: np.ndarray, deadline: float, labels: dict[str, str]

@@ -72,7 +72,8 @@ class Readiness:
         if experiment is None:
             candidates = [self._router.default_model(family)]
         else:
-            candidates = [f"{family}-{variant.name}" for variant in experiment.variants if variant.weight > 0]
+            candidates = [f"{family}-{stage}" for variant in experiment.variants if variant.weight > 0
+                          for stage in experiment.stages(variant.name)]  # fmt: skip
         return [name for name in candidates if self._store.has(name)]
 
     def family_ready(self, family: str) -> bool:

@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import torch
 
-from contract.layout import ModelVersion, variants_on_disk
+from contract.layout import ModelVersion
 from contract.runners import RunnerOptions
 from service.backends.base import Backend
 from service.backends.inprocess import InProcessBackend
@@ -25,8 +25,9 @@ from service.metrics import ServiceMetrics
 from service.metrics.variants import VariantCollector
 from service.readiness import Readiness
 from service.registry.store import ModelStore
+from service.routing.checks import registry_checks
 from service.routing.experiments import ExperimentsFile, load_experiments
-from service.routing.loop import ExperimentLoop, check_variants_exist
+from service.routing.loop import ExperimentLoop
 from service.routing.stores import experiment_stores
 from service.tasks import cancel_and_wait
 
@@ -39,9 +40,8 @@ def load_checked_experiments(settings: Settings) -> ExperimentsFile:
     """The experiments file, refused (ExperimentsFileError, InvalidInput) if it or its variants are wrong."""
     path = settings.routing.experiments_file
     experiments = load_experiments(path) if path is not None else ExperimentsFile()
-    for experiment in experiments.experiments:
-        check_variants_exist(experiment, variants_on_disk(settings.registry.path, experiment.family))
-    return experiments
+    check = registry_checks(settings.registry.path)
+    return ExperimentsFile(experiments=[check(experiment) for experiment in experiments.experiments])
 
 
 class Runtime:
@@ -74,7 +74,7 @@ class Runtime:
             load_checked_experiments(settings),
             metrics,
             self._run_shadow,
-            lambda family: variants_on_disk(settings.registry.path, family),
+            registry_checks(settings.registry.path),
             experiment_stores(settings, metrics),
             self._class_count,
             self._default_variant,

@@ -124,6 +124,57 @@ class ServiceMetrics:
             ("experiment", "model"),
             registry=registry,
         )
+        # cascades: how often the first stage was unsure, what each stage costs and gets right
+        self.cascade_requests = Counter(
+            "slimserve_cascade_requests",
+            "Requests routed to a cascade arm; escalated: the second stage answered some of their rows.",
+            (*EXPERIMENT_LABELS, "stage", "escalated"),
+            registry=registry,
+        )
+        self.cascade_rows = Counter(
+            "slimserve_cascade_rows",
+            "Rows answered by a cascade arm, by the stage that answered them.",
+            (*EXPERIMENT_LABELS, "stage"),
+            registry=registry,
+        )
+        self.cascade_duration = Histogram(
+            "slimserve_cascade_request_duration_seconds",
+            "Time to answer a cascade arm's request, escalated ones (both stages) apart from the others.",
+            ("experiment", "model", "variant", "escalated"),
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.cascade_labelled = Counter(
+            "slimserve_cascade_labelled_predictions",
+            "Labelled rows of a cascade arm, by the stage that answered them.",
+            (*EXPERIMENT_LABELS, "stage"),
+            registry=registry,
+        )
+        self.cascade_labelled_correct = Counter(
+            "slimserve_cascade_labelled_predictions_correct",
+            "Labelled rows of a cascade arm the answering stage got right.",
+            (*EXPERIMENT_LABELS, "stage"),
+            registry=registry,
+        )
+        self.cascade_escalations_failed = Counter(
+            "slimserve_cascade_escalations_failed",
+            "Escalated requests the second stage could not answer in time: the first stage's answer stood.",
+            ("model", "variant"),
+            registry=registry,
+        )
+        # rollouts: where each candidate stands, and every step it took
+        self.rollout_percent = Gauge(
+            "slimserve_rollout_candidate_percent",
+            "The rollout candidate's share of the experiment's traffic, in percent.",
+            ("experiment", "model", "candidate"),
+            registry=registry,
+        )
+        self.rollout_transitions = Counter(
+            "slimserve_rollout_transitions",
+            "Rollout transitions made by this replica: advance, complete, rollback, pause, resume, restart.",
+            ("experiment", "model", "kind"),
+            registry=registry,
+        )
 
         self.experiment_state_lost = Counter(
             "slimserve_experiment_state_lost",

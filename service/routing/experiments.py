@@ -35,6 +35,80 @@ class Shadow(BaseModel):
     percent: float = Field(100.0, ge=0, le=100)
 
 
+class Cascade(BaseModel):
+    """A routable arm answered by ``first`` unless its top softmax probability is below ``threshold``, when
+    ``then`` answers instead (the whole request: the response names one variant)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field("cascade", pattern=NAME_PATTERN, description="The arm's name in `variants`.")
+    first: str = Field(pattern=NAME_PATTERN)
+    then: str = Field(pattern=NAME_PATTERN)
+    threshold: float | None = Field(
+        None, gt=0, lt=1, description="Escalate below this confidence; none: the first stage's card's."
+    )
+
+    @model_validator(mode="after")
+    def _two_stages(self) -> Cascade:
+        if self.first == self.then:
+            raise ValueError(f"cascade.then: must differ from cascade.first ('{self.first}')")
+        if self.name in (self.first, self.then):
+            raise ValueError(f"cascade.name: '{self.name}' is also one of its stages")
+        return self
+
+
+class Gates(BaseModel):
+    """What must hold, on the traffic of the current step, before a rollout takes the next one."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    min_samples: int = Field(100, ge=1, description="Labelled rows of the candidate and of the control.")
+    non_inferiority: bool = Field(True, description="The candidate's verdict against the control.")
+    max_p99_latency_s: float | None = Field(None, gt=0, description="Bound on the candidate's p99.")
+    max_error_rate: float | None = Field(None, ge=0, lt=1, description="Bound on the candidate's errors.")
+    max_samples: int | None = Field(
+        None, ge=1, description="Labelled candidate rows within which a step must show non-inferiority."
+    )
+
+    @model_validator(mode="after")
+    def _max_above_min(self) -> Gates:
+        if self.max_samples is not None and self.max_samples < self.min_samples:
+            raise ValueError(
+                f"rollout.gates.max_samples: {self.max_samples} is below min_samples {self.min_samples}"
+            )
+        if self.max_samples is not None and not self.non_inferiority:
+            raise ValueError("rollout.gates.max_samples: bounds the wait for non-inferiority, which is off")
+        return self
+
+
+class Rollout(BaseModel):
+    """Move ``candidate`` through ``steps`` (percent of traffic) while the gates hold; back to 0 if not."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    candidate: str = Field(pattern=NAME_PATTERN)
+    control: str = Field(pattern=NAME_PATTERN)
+    steps: list[int] = Field(min_length=1, description="Candidate's traffic share per step, increasing.")
+    gates: Gates = Field(default_factory=Gates)
+
+    @model_validator(mode="after")
+    def _steps_increase(self) -> Rollout:
+        if self.candidate == self.control:
+            raise ValueError(f"rollout.control: must differ from rollout.candidate ('{self.candidate}')")
+        if any(not 0 < step <= 100 for step in self.steps):
+            raise ValueError(f"rollout.steps: each must be within (0, 100], got {self.steps}")
+        if any(b <= a for a, b in zip(self.steps, self.steps[1:], strict=False)):
+            raise ValueError(f"rollout.steps: must be strictly increasing, got {self.steps}")
+        gates = self.gates
+        if not gates.non_inferiority and gates.max_p99_latency_s is None and gates.max_error_rate is None:
+            raise ValueError("rollout.gates: none to evaluate (non_inferiority, max_p99_latency_s or "
+                             "max_error_rate)")  # fmt: skip
+        return self
+
+    def weights(self, percent: int) -> dict[str, int]:
+        return {self.candidate: percent, self.control: 100 - percent}
+
+
 class Experiment(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -50,6 +124,8 @@ class Experiment(BaseModel):
         "teacher-fp32", pattern=NAME_PATTERN, description="What variants are tested against."
     )
     min_samples: int = Field(100, ge=1, description="Labelled predictions per variant before a verdict.")
+    cascade: Cascade | None = Field(None, description="An arm answered by a confidence cascade.")
+    rollout: Rollout | None = Field(None, description="Metric-gated progressive rollout of a variant.")
 
     @model_validator(mode="after")
     def _weights_make_a_split(self) -> Experiment:
@@ -59,7 +135,25 @@ class Experiment(BaseModel):
         total = sum(variant.weight for variant in self.variants)
         if total != 100:
             raise ValueError(f"variant weights must sum to 100, they sum to {total}")
+        if self.cascade and self.cascade.name not in names:
+            raise ValueError(f"cascade.name: '{self.cascade.name}' is not one of the variants {names}")
+        if self.rollout:
+            for field in ("candidate", "control"):
+                if getattr(self.rollout, field) not in names:
+                    raise ValueError(f"rollout.{field}: '{getattr(self.rollout, field)}' is not one of the "
+                                     f"variants {names}")  # fmt: skip
+            others = [v.name for v in self.variants if v.name not in self.rollout.weights(0) and v.weight]
+            if others:
+                raise ValueError(
+                    f"rollout: variants {others} must have weight 0 (the rollout owns the split)"
+                )
         return self
+
+    def stages(self, variant: str) -> list[str]:
+        """The variants that may answer for ``variant``: a cascade's two stages, else itself."""
+        if self.cascade and variant == self.cascade.name:
+            return [self.cascade.first, self.cascade.then]
+        return [variant]
 
     @property
     def hash_salt(self) -> str:

@@ -21,6 +21,8 @@ class Prediction:
     created: float  # wall-clock seconds (time.time): replicas compare it against a shared TTL
     shadow_variant: str | None = None  # set when a shadow copy was queued (one per request at most)
     shadow_classes: tuple[int, ...] | None = None  # its answer; None while still on its way
+    stages: tuple[str, str] | None = None  # a cascade arm's answer: its first and second stage
+    escalated_rows: tuple[int, ...] = ()  # the rows the second stage answered
 
     @property
     def shadow_pending(self) -> bool:

@@ -6,6 +6,9 @@ written back to the experiments file, so a restart of this process keeps them.
 
 from __future__ import annotations
 
+import json
+import os
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -93,4 +96,45 @@ class FileConfig:
         return None
 
     async def stop(self) -> None:
+        return None
+
+
+def ledger_path(experiments_file: Path | None) -> Path | None:
+    """Rollout state beside the experiments file (``experiments.yaml`` -> ``experiments.rollouts.json``)."""
+    return experiments_file.with_name(f"{experiments_file.stem}.rollouts.json") if experiments_file else None
+
+
+class FileLedger:
+    """Rollout state in this process, written through to a JSON file so a restart resumes the same step;
+    one process is the only decider, so the lease is always held."""
+
+    def __init__(self, path: Path | None) -> None:
+        self._path = path
+        self._states: dict[str, str] = {}
+        if path is not None and path.is_file():
+            self._states = {name: json.dumps(state) for name, state in json.loads(path.read_text()).items()}
+
+    async def read(self, experiment: str) -> str | None:
+        return self._states.get(experiment)
+
+    async def write(self, experiment: str, state: str, replaces: int) -> bool:
+        stored = self._states.get(experiment)
+        if (json.loads(stored)["revision"] if stored else 0) != replaces:
+            return False
+        self._states[experiment] = state
+        if self._path is not None:
+            self._save(self._path)
+        return True
+
+    def _save(self, path: Path) -> None:
+        text = json.dumps({name: json.loads(state) for name, state in self._states.items()}, indent=1)
+        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        with os.fdopen(handle, "w") as stream:
+            stream.write(text)
+        os.replace(temporary, path)
+
+    async def hold_lease(self, holder: str, ttl_s: float) -> bool:
+        return True
+
+    async def release_lease(self, holder: str) -> None:
         return None

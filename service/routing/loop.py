@@ -10,45 +10,27 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Mapping
-from typing import Annotated, Any
+from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
 
 from contract.card import ModelCard
+from service.cascade import Escalation
 from service.config import Settings
 from service.errors import InvalidInput, ModelNotFound
 from service.metrics import ServiceMetrics
-from service.routing.experiments import Experiment, ExperimentsFile, Shadow, WeightedVariant
+from service.routing.bodies import ExperimentChange, FeedbackItem, RolloutAction
+from service.routing.cascade_counts import CascadeCounts
+from service.routing.experiments import Experiment, ExperimentsFile, WeightedVariant
 from service.routing.feedback import Prediction
 from service.routing.report import experiment_report
+from service.routing.rollout_control import RolloutController
 from service.routing.router import Assignment, Router
 from service.routing.shadow import Comparison, RunShadow, ShadowJob, ShadowRunner
 from service.routing.stores import ExperimentStores
+from service.routing.tally import ExperimentTallies
 
 log = logging.getLogger(__name__)
-
-
-ClassIndex = Annotated[int, Field(ge=0)]
-
-
-class FeedbackItem(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    id: str = Field(min_length=1, max_length=256)
-    label: ClassIndex | list[ClassIndex] = Field(
-        description="The true class of each row the request carried."
-    )
-
-
-class ExperimentChange(BaseModel):
-    """Body of PUT /v1/experiments/{name}: only the fields given change; ``"shadow": null`` removes it."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    weights: dict[str, int] | None = Field(None, description="variant -> weight, summing to 100")
-    shadow: Shadow | None = None
-    margin: float | None = Field(None, ge=0, lt=1)
 
 
 class ExperimentLoop:
@@ -58,7 +40,7 @@ class ExperimentLoop:
         experiments: ExperimentsFile,
         metrics: ServiceMetrics,
         run_shadow: RunShadow,
-        known_variants: Callable[[str], set[str]],
+        check: Callable[[Experiment], Experiment],
         stores: ExperimentStores,
         class_count: Callable[[], int] = lambda: 0,
         default_variant: Callable[[str], str] | None = None,
@@ -67,10 +49,14 @@ class ExperimentLoop:
         self._class_count = class_count
         self._seed = experiments
         self._metrics = metrics
-        self._known_variants = known_variants
+        self._check = check
         self.state = stores.state
+        self._cascades = CascadeCounts(stores.state, metrics)
         self._config = stores.config
         self.shadow = ShadowRunner(settings.routing.shadow_queue_size, run_shadow, self._shadow_done)
+        self.rollouts = RolloutController(
+            settings.routing, stores.ledger, self.router, self._set_weights, self._tallies, metrics
+        )
         for experiment in experiments.experiments:  # a 0 series from the start, so alerts can see "no drops"
             metrics.shadow_dropped.labels(experiment.name, experiment.family)
 
@@ -80,8 +66,10 @@ class ExperimentLoop:
         await self.state.start()
         await self._config.start(self.adopt)
         self.shadow.start()
+        await self.rollouts.start()
 
     async def stop(self) -> None:
+        await self.rollouts.stop()
         await self.shadow.stop()
         await self._config.stop()
         await self.state.stop()
@@ -92,7 +80,7 @@ class ExperimentLoop:
             if self.router.experiment(experiment.name) == experiment:
                 continue
             try:
-                check_variants_exist(experiment, self._known_variants(experiment.family))
+                experiment = self._check(experiment)
             except InvalidInput as exc:
                 log.error("not adopting a stored change: %s", exc.message)
                 continue
@@ -103,9 +91,8 @@ class ExperimentLoop:
     def route(self, family: str, headers: Mapping[str, str]) -> Assignment:
         assignment = self.router.route(family, headers)
         if assignment.experiment is not None:
-            variant = assignment.model.removeprefix(f"{family}-")
             self._metrics.assignments.labels(
-                assignment.experiment.name, family, variant, assignment.how
+                assignment.experiment.name, family, assignment.arm, assignment.how
             ).inc()
         return assignment
 
@@ -117,19 +104,26 @@ class ExperimentLoop:
         batch: np.ndarray,
         logits: np.ndarray,
         seconds: float,
+        escalation: Escalation | None = None,
     ) -> None:
         """Remember what a successful request predicted; mirror it to the shadow when it was chosen for that."""
         experiment = assignment.experiment if assignment else None
         classes = tuple(logits.argmax(axis=1).tolist())
         name = experiment.name if experiment else None
-        prediction = Prediction(name, card.family, card.variant, classes, time.time())
+        # what answered counts (a fallback's answer is the fallback's), except a cascade's, which is the arm's
+        arm = assignment.arm if assignment is not None and assignment.cascade is not None else card.variant
+        prediction = Prediction(name, card.family, arm, classes, time.time())
         if experiment is not None and assignment is not None:
-            self.state.count(experiment.name, card.variant, {"requests": 1}, latency_s=seconds)
+            self.state.count(experiment.name, arm, {"requests": 1, "rows": len(classes)}, latency_s=seconds)
+            if escalation is not None:
+                prediction.stages = (escalation.first, escalation.then)
+                prediction.escalated_rows = escalation.rows
+                self._cascades.answered(experiment.name, card.family, arm, escalation, seconds)
             if assignment.shadow:
                 shadow_variant = assignment.shadow.removeprefix(f"{card.family}-")
                 job = ShadowJob(
                     experiment.name,
-                    card.variant,
+                    arm,
                     shadow_variant,
                     assignment.shadow,
                     request_id,
@@ -142,6 +136,11 @@ class ExperimentLoop:
                     self.state.count_shadow_dropped(experiment.name)
                     self._metrics.shadow_dropped.labels(experiment.name, card.family).inc()
         self.state.remember(request_id, prediction)
+
+    def count_error(self, assignment: Assignment) -> None:
+        """A routed request that failed: a rollout's error-rate gate reads these."""
+        if assignment.experiment is not None:
+            self.state.count(assignment.experiment.name, assignment.arm, {"errors": 1})
 
     def _shadow_done(self, job: ShadowJob, comparison: Comparison) -> None:
         experiment = self.router.experiment(job.experiment)
@@ -200,6 +199,8 @@ class ExperimentLoop:
             answers[prediction.shadow_variant] = prediction.shadow_classes
         for variant, classes in answers.items():
             self._count_labelled(prediction.experiment, prediction.model, variant, classes, labels)
+        if prediction.stages is not None and prediction.experiment is not None:
+            self._cascades.labelled(prediction, labels)
         return {"id": item.id, "status": "accepted", "variant": prediction.variant,
                 "correct": labels == list(prediction.classes)}  # fmt: skip
 
@@ -217,9 +218,14 @@ class ExperimentLoop:
         experiment = self.router.experiment(name)
         if experiment is None:
             raise ModelNotFound(f"unknown experiment '{name[:64]}'")
+        report = experiment_report(experiment, await self._tallies(name))
+        if experiment.rollout is not None:
+            report["rollout"] = {**report["rollout"], **await self.rollouts.describe(name)}
+        return report
+
+    async def _tallies(self, name: str) -> ExperimentTallies:
         await self.state.settle()
-        tallies = await self.state.tallies(name)
-        return experiment_report(experiment, tallies)
+        return await self.state.tallies(name)
 
     async def reports(self) -> list[dict[str, Any]]:
         return [await self.report(experiment.name) for experiment in self.router.experiments()]
@@ -237,24 +243,36 @@ class ExperimentLoop:
             updated["shadow"] = change.shadow.model_dump() if change.shadow else None
         if change.margin is not None:
             updated["margin"] = change.margin
+        for field in ("cascade", "rollout"):
+            if field in change.model_fields_set:
+                value = getattr(change, field)
+                updated[field] = value.model_dump() if value else None
         try:
             experiment = Experiment.model_validate(updated)
         except ValueError as exc:
             raise InvalidInput(f"experiment '{name}': {exc}") from None
-        check_variants_exist(experiment, self._known_variants(experiment.family))
-        await self._config.save(experiment)  # first: if the store is away, nothing changes anywhere
-        self.router.replace(experiment)
+        await self._save(self._check(experiment))
         log.info("experiment %s changed: %s", name, change.model_dump(exclude_unset=True))
         return await self.report(name)
 
-
-def check_variants_exist(experiment: Experiment, known: set[str]) -> None:
-    named = {v.name for v in experiment.variants} | {experiment.reference}
-    if experiment.shadow:
-        named.add(experiment.shadow.variant)
-    missing = sorted(named - known)
-    if missing:
-        raise InvalidInput(
-            f"experiment '{experiment.name}': family '{experiment.family}' has no variant {', '.join(missing)}"
-            f" (it has {', '.join(sorted(known)) or 'none'})"
+    async def rollout_action(self, name: str, action: RolloutAction) -> dict[str, Any]:
+        await self.rollouts.act(name, action.action, action.reason)
+        log.info(
+            "experiment %s rollout: admin %s (%s)", name, action.action, action.reason or "no reason given"
         )
+        return await self.report(name)
+
+    async def _save(self, experiment: Experiment) -> None:
+        await self._config.save(experiment)  # first: if the store is away, nothing changes anywhere
+        self.router.replace(experiment)
+
+    async def _set_weights(self, name: str, weights: dict[str, int]) -> None:
+        """A rollout's step: the candidate's and the control's weights, the rest as they are."""
+        current = self.router.experiment(name)
+        if current is None or all(current.weight_of(v) == w for v, w in weights.items()):
+            return
+        variants = [
+            WeightedVariant(name=v.name, weight=weights.get(v.name, v.weight)) for v in current.variants
+        ]
+        await self._save(current.model_copy(update={"variants": variants}))
+        log.info("experiment %s routes by %s", name, variants)

@@ -90,6 +90,9 @@ def fields_of(prediction: Prediction) -> dict[str, Any]:
         fields["sv"] = prediction.shadow_variant
     if prediction.shadow_classes is not None:
         fields["sc"] = prediction.shadow_classes
+    if prediction.stages is not None:
+        fields["s"] = prediction.stages
+        fields["x"] = prediction.escalated_rows
     return fields
 
 
@@ -97,7 +100,8 @@ def decode(value: str) -> Prediction:
     fields = json.loads(value)
     shadow_classes = fields.get("sc")
     return Prediction(fields.get("e"), fields["m"], fields["v"], tuple(fields["c"]), float(fields["t"]),
-                      fields.get("sv"), tuple(shadow_classes) if shadow_classes else None)  # fmt: skip
+                      fields.get("sv"), tuple(shadow_classes) if shadow_classes else None,
+                      tuple(fields["s"]) if "s" in fields else None, tuple(fields.get("x", ())))  # fmt: skip
 
 
 @dataclass(slots=True)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from service.config import Settings
 from service.errors import InvalidInput
-from service.routing.experiments import Experiment, ExperimentsFile
+from service.routing.experiments import Cascade, Experiment, ExperimentsFile
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,6 +22,15 @@ class Assignment:
     experiment: Experiment | None
     how: str  # "default" | "pinned" | "sticky" | "weighted"
     shadow: str | None = None  # model name of the shadow variant, when this request is mirrored
+    cascade: Cascade | None = None  # set when the arm is a cascade: ``model`` is its first stage
+
+    @property
+    def arm(self) -> str:
+        """The experiment's name for what was chosen: a variant, or a cascade."""
+        if self.cascade is not None:
+            return self.cascade.name
+        family = self.experiment.family if self.experiment else ""
+        return self.model.removeprefix(f"{family}-")
 
 
 def sticky_bucket(salt: str, key: str) -> float:
@@ -73,7 +82,9 @@ class Router:
         mirrored = experiment.shadow and experiment.shadow.variant != variant
         if mirrored and experiment.shadow and self._rng.random() * 100 < experiment.shadow.percent:
             shadow = f"{family}-{experiment.shadow.variant}"
-        return Assignment(f"{family}-{variant}", experiment, how, shadow)
+        cascade = experiment.cascade if experiment.cascade and variant == experiment.cascade.name else None
+        model = f"{family}-{cascade.first if cascade else variant}"
+        return Assignment(model, experiment, how, shadow, cascade)
 
     def _choose(self, experiment: Experiment, headers: Mapping[str, str]) -> tuple[str, str]:
         if experiment.pin_header and (pinned := headers.get(experiment.pin_header.lower())):

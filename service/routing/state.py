@@ -68,3 +68,18 @@ class ExperimentsConfig(Protocol):
         """Follow changes made elsewhere, calling ``apply`` with the changed experiments."""
 
     async def stop(self) -> None: ...
+
+
+class RolloutLedger(Protocol):
+    """Where rollouts keep their state (one JSON document per experiment, replaced whole by revision) and the
+    lease that lets exactly one replica decide at a time."""
+
+    async def read(self, experiment: str) -> str | None: ...
+
+    async def write(self, experiment: str, state: str, replaces: int) -> bool:
+        """Store ``state`` if the stored one's revision is ``replaces`` (0: none stored); False if not."""
+
+    async def hold_lease(self, holder: str, ttl_s: float) -> bool:
+        """Take the deciding lease, or keep it for another ``ttl_s``; False while another replica holds it."""
+
+    async def release_lease(self, holder: str) -> None: ...

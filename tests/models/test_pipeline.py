@@ -20,7 +20,7 @@ CARD_KEYS = {
     "family", "variant", "name", "version", "format", "precision", "quantization", "architecture",
     "hyperparameters", "parent", "dataset", "recipe_digest", "seed", "metrics", "signature", "labels",
     "default_variant", "max_batch_size", "files", "libraries", "torch_version", "created_at", "lineage",
-    "compression",
+    "compression", "cascade",
 }  # fmt: skip
 PLATFORMS = {"torchscript": "pytorch_libtorch", "onnx": "onnxruntime_onnx", "openvino": "openvino"}
 METRIC_KEYS = {
@@ -53,6 +53,9 @@ def test_every_variant_loads_and_has_a_complete_card(
     for filename in card.format.files:
         assert card.files[filename] == sha256_of(version.directory / filename)
     assert card.metrics["bytes"] == sum((version.directory / f).stat().st_size for f in card.format.files)
+    assert (card.cascade is None) == (
+        name == "mnist-teacher-fp32"
+    )  # students record a cascade to the teacher
     int8 = "int8" in name
     assert card.precision == ("int8" if int8 else "fp32")
     assert (card.quantization is not None) == int8

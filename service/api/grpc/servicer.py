@@ -18,10 +18,10 @@ from tritonclient.grpc import service_pb2_grpc
 
 from service.api.grpc.stream import answer_stream
 from service.api.grpc.tensors import decode_request, encode_response
-from service.api.served import served_by
 from service.auth import require_admin
-from service.dataplane import DataPlane, InferOutcome
+from service.dataplane import DataPlane
 from service.errors import InternalError, SlimServeError, Unimplemented
+from service.served import InferOutcome, served_metadata
 
 log = logging.getLogger(__name__)
 
@@ -163,7 +163,7 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
         headers = metadata_headers(context)
         outcome = await self._infer(request, headers, context.time_remaining())
         # trailing metadata travels with the status: no extra send that could fail if the client left
-        context.set_trailing_metadata(served_by(outcome))
+        context.set_trailing_metadata(tuple(served_metadata(outcome).items()))
         return encode_response(outcome.response)
 
     async def ModelStreamInfer(

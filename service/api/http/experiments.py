@@ -2,28 +2,33 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi import APIRouter, Request
-from pydantic import TypeAdapter
+from pydantic import BaseModel, TypeAdapter
 
 from service.api.http.context import context
 from service.api.http.wire import parse_json, read_body
 from service.auth import require_admin
-from service.routing.loop import ExperimentChange, FeedbackItem
+from service.routing.bodies import ExperimentChange, FeedbackItem, RolloutAction
+from service.routing.loop import ExperimentLoop
 
 router = APIRouter(prefix="/v1", tags=["Experiments"])
+Body = TypeVar("Body", bound=BaseModel)
 
 FEEDBACK = TypeAdapter(FeedbackItem | list[FeedbackItem])
 FEEDBACK_BODY: dict[str, Any] = {
     "requestBody": {"required": True, "content": {"application/json": {"schema": FEEDBACK.json_schema()}}}
 }
-CHANGE_BODY: dict[str, Any] = {
-    "requestBody": {
-        "required": True,
-        "content": {"application/json": {"schema": ExperimentChange.model_json_schema()}},
+
+
+def body_schema(model: type[BaseModel]) -> dict[str, Any]:
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": model.model_json_schema()}},
+        }
     }
-}
 
 
 @router.get("/experiments", summary="Every experiment: traffic, online accuracy, agreement, latency, verdict")
@@ -36,15 +41,32 @@ async def experiment(request: Request, name: str) -> dict[str, Any]:
     return await context(request).dataplane.experiments.report(name)
 
 
-@router.put(
-    "/experiments/{name}", summary="Change weights, shadow or margin (admin)", openapi_extra=CHANGE_BODY
-)
-async def change_experiment(request: Request, name: str) -> dict[str, Any]:
+async def admin_body(request: Request, model: type[Body]) -> tuple[ExperimentLoop, Body]:
+    """An admin change: the token first, then the body, validated (400 naming the field)."""
     ctx = context(request)
     require_admin(ctx.settings.admin.token, request.headers.get("authorization"))
     body = await read_body(request, ctx.settings.limits.max_request_bytes)
-    change = ExperimentChange.model_validate(parse_json(body))
-    return await ctx.dataplane.experiments.update(name, change)
+    return ctx.dataplane.experiments, model.model_validate(parse_json(body))
+
+
+@router.put(
+    "/experiments/{name}",
+    summary="Change weights, shadow, margin, cascade or rollout policy (admin)",
+    openapi_extra=body_schema(ExperimentChange),
+)
+async def change_experiment(request: Request, name: str) -> dict[str, Any]:
+    experiments, change = await admin_body(request, ExperimentChange)
+    return await experiments.update(name, change)
+
+
+@router.post(
+    "/experiments/{name}/rollout",
+    summary="Pause, resume, advance or roll back a rollout (admin)",
+    openapi_extra=body_schema(RolloutAction),
+)
+async def rollout_action(request: Request, name: str) -> dict[str, Any]:
+    experiments, action = await admin_body(request, RolloutAction)
+    return await experiments.rollout_action(name, action)
 
 
 @router.post(

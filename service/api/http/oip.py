@@ -10,10 +10,10 @@ from starlette.responses import JSONResponse, Response
 from contract.triton_config import config_as_json
 from service.api.http.context import context
 from service.api.http.wire import HEADER_LENGTH, decode_infer_request, encode_infer_response, read_body
-from service.api.served import served_by
 from service.assembly import ServiceContext
 from service.errors import ModelNotReady, SlimServeError
 from service.protocol import WireInferRequest
+from service.served import served_metadata
 
 router = APIRouter(prefix="/v2", tags=["Open Inference Protocol"])
 
@@ -106,4 +106,4 @@ async def infer_response(ctx: ServiceContext, request: Request, model: str, vers
         raise
     outcome = await ctx.dataplane.infer(model, version, decoded, protocol="http", headers=request.headers)
     content, headers = encode_infer_response(outcome.response)
-    return Response(content, headers={**headers, **dict(served_by(outcome))})
+    return Response(content, headers={**headers, **served_metadata(outcome)})

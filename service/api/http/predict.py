@@ -11,9 +11,9 @@ from starlette.responses import Response
 
 from service.api.http.context import context
 from service.api.http.wire import parse_json, read_body
-from service.api.served import served_by
 from service.errors import InvalidInput
 from service.protocol import InferRequest, Tensor, WirePredictRequest
+from service.served import served_metadata
 
 router = APIRouter(prefix="/v1", tags=["Convenience"])
 
@@ -54,7 +54,7 @@ async def predict(request: Request, model: str, response: Response) -> dict[str,
     outcome = await ctx.dataplane.infer(
         model, None, InferRequest([tensor]), protocol="http", headers=request.headers
     )
-    response.headers.update(dict(served_by(outcome)))
+    response.headers.update(served_metadata(outcome))
     card = outcome.served.model.card
     probabilities = softmax(outcome.response.outputs[0].array.astype(np.float64))
     classes = probabilities.argmax(axis=1)
