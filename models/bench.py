@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from models import architectures
 from models.artifacts import (
     HINTS,
     INT8_ONNX,
@@ -33,6 +34,7 @@ from models.artifacts import (
 )
 from models.bench_frontier import distillation_comparison, frontier_section
 from models.pipeline import BuildResult, build
+from models.recipes import Recipe
 from models.spec import FamilySpec, builtin_spec
 
 METRICS = (
@@ -238,6 +240,19 @@ def report(family: str, results: Sequence[BuildResult], command: str, reference:
     return "\n".join(lines) + "\n"
 
 
+def hints_apply(recipe: Recipe) -> bool:
+    """Both networks are built here and have the hint layer (an MLP family has no ``features`` block)."""
+    if recipe.teacher_architecture.startswith("artifact:") or recipe.teacher_artifact:
+        return False
+    try:
+        networks = [
+            architectures.build(r) for r in (recipe.teacher_architecture, recipe.student_architecture)
+        ]
+    except architectures.ArchitectureError:
+        return False
+    return all(recipe.hint_layer in dict(net.named_modules()) for net in networks)
+
+
 def bench(
     family: str | FamilySpec,
     seeds: int = 3,
@@ -250,8 +265,8 @@ def bench(
         raise ValueError(f"seeds must be >= 1, got {seeds}")
     spec = family if isinstance(family, FamilySpec) else builtin_spec(family)
     recipe = spec.recipe()
-    if "torchscript" in recipe.formats and recipe.distillation == "logit":  # hints beside logits, same budget
-        recipe = dataclasses.replace(recipe, distillation="logit+hints")
+    if "torchscript" in recipe.formats and recipe.distillation == "logit" and hints_apply(recipe):
+        recipe = dataclasses.replace(recipe, distillation="logit+hints")  # hints beside logits, same budget
     results = []
     with tempfile.TemporaryDirectory(prefix="slimserve-bench-") as scratch_registry:
         for seed in range(seeds):
