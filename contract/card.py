@@ -74,6 +74,15 @@ class Parent(BaseModel):
     version: int = Field(ge=1)
 
 
+class Compression(BaseModel):
+    """The compression step that made this variant from its parent, with the settings it ran with."""
+
+    model_config = ConfigDict(extra="allow")
+
+    method: str  # distillation, hint-distillation, l1-filter-pruning, quantization-aware-training, ...
+    hyperparameters: dict[str, Any] = Field(default_factory=dict)
+
+
 class CascadeChoice(BaseModel):
     """The confidence threshold the pipeline picked for a cascade from this variant to ``then``: below it,
     a request is escalated. Picked on the validation split, so serving can use it without a test-set peek."""
@@ -103,6 +112,10 @@ class ModelCard(BaseModel):
     architecture: str = ""
     hyperparameters: dict[str, Any] = Field(default_factory=dict)
     parent: Parent | None = None
+    lineage: list[str] = Field(
+        default_factory=list, description="The published ancestors' names, the root (the teacher) first."
+    )
+    compression: Compression | None = None
     dataset: dict[str, Any] = Field(default_factory=dict)
     recipe_digest: str = ""
     seed: int | None = None

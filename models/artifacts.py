@@ -5,6 +5,10 @@ and the gate it must pass against its in-memory torch parent before it is publis
     onnx         teacher-fp32-onnx, student-fp32-onnx, student-int8-onnx                  (ONNX Runtime QDQ int8)
     openvino     student-int8-openvino                                                      (NNCF int8 IR)
 
+With the recipe's ``methods`` (``models.methods``): ``prune`` adds student-pruned-fp32 and its int8 in
+every format (student-pruned-int8-<engine>, -onnx, -openvino); ``qat`` adds student-qat-int8-onnx and
+student-qat-int8-openvino.
+
 Gates, on the whole test split: an fp32 export reproduces its network's logits within
 ``recipe.max_fp32_logit_delta``; a portable int8 agrees with the fp32 network's argmax on at least
 ``recipe.min_int8_agreement`` of the digits.
@@ -13,7 +17,6 @@ Gates, on the whole test split: an fp32 export reproduces its network's logits w
 from __future__ import annotations
 
 import importlib.metadata
-import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,9 +28,8 @@ from torch import nn
 
 from contract.card import ArtifactFormat, Signature
 from models.architectures import MNIST_NORMALISER, Normaliser, Preprocess
-from models.export import export_onnx, export_torchscript
-from models.quantize_portable import quantize_onnx_static, quantize_openvino
 from models.recipes import Recipe
+from models.writers import OnnxOnce, copy_writer, onnx_int8_writer, openvino_int8_writer, torchscript_writer
 
 TEACHER = "teacher-fp32"
 SCRATCH = "student-scratch-fp32"
@@ -37,6 +39,12 @@ TEACHER_ONNX = "teacher-fp32-onnx"
 STUDENT_ONNX = "student-fp32-onnx"
 INT8_ONNX = "student-int8-onnx"
 INT8_OPENVINO = "student-int8-openvino"
+PRUNED = "student-pruned-fp32"
+PRUNED_INT8_ONNX = "student-pruned-int8-onnx"
+PRUNED_INT8_OPENVINO = "student-pruned-int8-openvino"
+QAT_INT8_ONNX = "student-qat-int8-onnx"
+QAT_INT8_OPENVINO = "student-qat-int8-openvino"
+HINTS = "student-hints-fp32"  # only with distillation "logit+hints": the benchmark's side-by-side
 LABELS = [str(i) for i in range(10)]
 SIGNATURE = Signature.model_validate(
     {
@@ -62,22 +70,30 @@ class GateError(Exception):
     """An artifact that does not reproduce its torch parent closely enough to be published."""
 
 
-def static_variant(engine: str) -> str:
-    return f"student-int8-{engine}"
+def static_variant(engine: str, student: str = "student") -> str:
+    return f"{student}-int8-{engine}"
 
 
 def variants(recipe: Recipe) -> list[str]:
     """Every variant a build of ``recipe`` publishes, in publication order."""
     names: list[str] = []
+    pruned = "prune" in recipe.methods
     if "torchscript" in recipe.formats:  # a pre-built teacher is published in its own format only
         names += [TEACHER] if recipe.teacher_artifact in ("", "torchscript") else []
         names += [SCRATCH, STUDENT, *(static_variant(e) for e in recipe.quantization_engines)]
         names += [DYNAMIC] if recipe.dynamic_int8 else []
+        names += [HINTS] if recipe.distillation == "logit+hints" else []
+        if pruned:
+            names += [PRUNED, *(static_variant(e, "student-pruned") for e in recipe.quantization_engines)]
     if "onnx" in recipe.formats:
         names += [TEACHER_ONNX] if recipe.teacher_artifact in ("", "onnx") else []
         names += [STUDENT_ONNX, INT8_ONNX]
+        names += [PRUNED_INT8_ONNX] if pruned else []
+        names += [QAT_INT8_ONNX] if "qat" in recipe.methods else []
     if "openvino" in recipe.formats:
         names += [INT8_OPENVINO]
+        names += [PRUNED_INT8_OPENVINO] if pruned else []
+        names += [QAT_INT8_OPENVINO] if "qat" in recipe.methods else []
     return names
 
 
@@ -93,6 +109,8 @@ class Trained:
     method: str | None = None
     parent: str | None = None
     artifact: Path | None = None  # a pre-built teacher: published as this file, not exported from ``net``
+    compression: dict[str, Any] | None = None  # the card's method and hyper-parameters (contract.card)
+    torchscript: bool = True  # a torchao QAT graph is exported to ONNX only
 
 
 @dataclass
@@ -106,6 +124,7 @@ class Planned:
     parents: tuple[str, ...] = ()  # the first of these that is published is its parent
     quantization: dict[str, Any] | None = None
     gate: str | None = None  # "fp32" (logits) or "int8" (argmax agreement), against ``source``
+    compression: dict[str, Any] | None = None  # the step from its parent, when it is not the quantization
 
     @property
     def precision(self) -> str:
@@ -132,7 +151,9 @@ def plan(
     planned: list[Planned] = []
     if "torchscript" in recipe.formats:
         for item in trained.values():
-            if item.artifact is not None and recipe.teacher_artifact != "torchscript":
+            if not item.torchscript or (
+                item.artifact is not None and recipe.teacher_artifact != "torchscript"
+            ):
                 continue
             quantization = None
             if item.engine is not None:
@@ -143,109 +164,66 @@ def plan(
                     item.variant,
                     ArtifactFormat.TORCHSCRIPT,
                     item,
-                    _copy_writer(item.artifact, "model.pt")
+                    copy_writer(item.artifact, "model.pt")
                     if item.artifact is not None
-                    else _torchscript_writer(item, example, io.normaliser),
+                    else torchscript_writer(item, example, io.normaliser),
                     (item.parent,) if item.parent else (),
                     quantization,
+                    compression=None if quantization else item.compression,
                 )
             )
     teacher, student = trained[TEACHER], trained[STUDENT]
-    student_onnx = _OnnxOnce(student.net, example, io)
+    student_onnx = OnnxOnce(student.net, example, io)
     if "onnx" in recipe.formats and teacher.artifact is None:
-        teacher_onnx = _OnnxOnce(teacher.net, example, io)
+        teacher_onnx = OnnxOnce(teacher.net, example, io)
         planned.append(Planned(TEACHER_ONNX, ArtifactFormat.ONNX, teacher, teacher_onnx, gate="fp32"))
     elif "onnx" in recipe.formats and recipe.teacher_artifact == "onnx":
-        copied = _copy_writer(teacher.artifact, "model.onnx")
+        copied = copy_writer(teacher.artifact, "model.onnx")
         planned.append(Planned(TEACHER_ONNX, ArtifactFormat.ONNX, teacher, copied))
     if "onnx" in recipe.formats:
-        planned += [
-            Planned(
-                STUDENT_ONNX, ArtifactFormat.ONNX, student, student_onnx, (TEACHER_ONNX, TEACHER), gate="fp32"
-            ),
-            Planned(
-                INT8_ONNX,
-                ArtifactFormat.ONNX,
-                student,
-                _onnx_int8_writer(student_onnx, calibration, io.signature.inputs[0].name),
-                (STUDENT_ONNX, STUDENT),
-                {
-                    "engine": "onnxruntime",
-                    "method": "static-qdq-per-channel",
-                    "calibration_samples": len(calibration),
-                },
-                gate="int8",
-            ),
-        ]
-    if "openvino" in recipe.formats:
         planned.append(
             Planned(
-                INT8_OPENVINO,
-                ArtifactFormat.OPENVINO,
+                STUDENT_ONNX,
+                ArtifactFormat.ONNX,
                 student,
-                _openvino_int8_writer(student_onnx, calibration),
-                (STUDENT_ONNX, STUDENT),
-                {"engine": "openvino", "method": "nncf-ptq", "calibration_samples": len(calibration)},
-                gate="int8",
+                student_onnx,
+                (TEACHER_ONNX, TEACHER),
+                gate="fp32",
+                compression=student.compression,
             )
         )
+    return planned + portable_int8(
+        recipe, student, student_onnx, calibration, io, (INT8_ONNX, INT8_OPENVINO), (STUDENT_ONNX, STUDENT)
+    )
+
+
+def portable_int8(
+    recipe: Recipe,
+    source: Trained,
+    fp32_onnx: Callable[[Path], dict[str, Path]],
+    calibration: np.ndarray,
+    io: FamilyIO,
+    names: tuple[str, str],
+    parents: tuple[str, ...],
+) -> list[Planned]:
+    """Post-training int8 of an fp32 network for ONNX Runtime and OpenVINO, as the recipe's formats ask."""
+    onnx_name, openvino_name = names
+    planned = []
+    if "onnx" in recipe.formats:
+        writer = onnx_int8_writer(fp32_onnx, calibration, io.signature.inputs[0].name)
+        method = {
+            "engine": "onnxruntime",
+            "method": "static-qdq-per-channel",
+            "calibration_samples": len(calibration),
+        }
+        planned.append(Planned(onnx_name, ArtifactFormat.ONNX, source, writer, parents, method, gate="int8"))
+    if "openvino" in recipe.formats:
+        writer = openvino_int8_writer(fp32_onnx, calibration)
+        method = {"engine": "openvino", "method": "nncf-ptq", "calibration_samples": len(calibration)}
+        planned.append(
+            Planned(openvino_name, ArtifactFormat.OPENVINO, source, writer, parents, method, gate="int8")
+        )
     return planned
-
-
-def _copy_writer(source: Path | None, name: str) -> Callable[[Path], dict[str, Path]]:
-    def write(folder: Path) -> dict[str, Path]:
-        assert source is not None
-        shutil.copyfile(source, folder / name)
-        return {name: folder / name}
-
-    return write
-
-
-def _torchscript_writer(
-    item: Trained, example: torch.Tensor, normaliser: Normaliser
-) -> Callable[[Path], dict[str, Path]]:
-    def write(folder: Path) -> dict[str, Path]:
-        path = folder / "model.pt"
-        export_torchscript(item.net, path, example, engine=item.engine, normaliser=normaliser)
-        return {"model.pt": path}
-
-    return write
-
-
-class _OnnxOnce:
-    """Exports a network to ONNX the first time it is asked and hands back the same file afterwards."""
-
-    def __init__(self, net: nn.Module, example: torch.Tensor, io: FamilyIO) -> None:
-        self._net, self._example, self._io = net, example, io
-        self._path: Path | None = None
-
-    def __call__(self, folder: Path) -> dict[str, Path]:
-        if self._path is None:
-            folder.mkdir(parents=True, exist_ok=True)
-            self._path = folder / "model.onnx"
-            export_onnx(self._net, self._path, self._example, self._io.signature, self._io.normaliser)
-        return {"model.onnx": self._path}
-
-
-def _onnx_int8_writer(
-    fp32: _OnnxOnce, calibration: np.ndarray, input_name: str
-) -> Callable[[Path], dict[str, Path]]:
-    def write(folder: Path) -> dict[str, Path]:
-        source = fp32(folder.parent / f"{folder.name}-fp32")
-        path = folder / "model.onnx"
-        quantize_onnx_static(source["model.onnx"], path, calibration, input_name)
-        return {"model.onnx": path}
-
-    return write
-
-
-def _openvino_int8_writer(fp32: _OnnxOnce, calibration: np.ndarray) -> Callable[[Path], dict[str, Path]]:
-    def write(folder: Path) -> dict[str, Path]:
-        source = fp32(folder.parent / f"{folder.name}-fp32")
-        quantize_openvino(source["model.onnx"], folder / "model.xml", calibration)
-        return {"model.xml": folder / "model.xml", "model.bin": folder / "model.bin"}
-
-    return write
 
 
 def reference_logits(

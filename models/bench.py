@@ -6,24 +6,40 @@ states every quality target as PASS or MISS with its margin, so regressions are 
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import math
 import os
 import platform
 import statistics
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from models.artifacts import INT8_ONNX, INT8_OPENVINO, SCRATCH, STUDENT, TEACHER, TEACHER_ONNX, static_variant
+from models import architectures
+from models.artifacts import (
+    HINTS,
+    INT8_ONNX,
+    INT8_OPENVINO,
+    PRUNED,
+    QAT_INT8_ONNX,
+    SCRATCH,
+    STUDENT,
+    TEACHER,
+    TEACHER_ONNX,
+    static_variant,
+)
+from models.bench_frontier import distillation_comparison, frontier_section
 from models.pipeline import BuildResult, build
+from models.recipes import Recipe
 from models.spec import FamilySpec, builtin_spec
 
 METRICS = (
     ("accuracy", "accuracy (%)", 100.0, ".2f"),
+    ("parameters", "parameters", 1.0, ",.0f"),
     ("bytes", "bytes", 1.0, ",.0f"),
     ("latency_p50_batch1_seconds", "latency p50 b1 (ms)", 1e3, ".3f"),
     ("throughput_batch32_per_second", "throughput b32 (/s)", 1.0, ",.0f"),
@@ -119,6 +135,7 @@ def targets(results: Sequence[BuildResult], reference: str = INT8) -> list[Targe
                0.0 - abs(accuracy(name) - accuracy(reference)), -0.3, " pt")
         for name in (QNNPACK, INT8_ONNX, INT8_OPENVINO) if name in built and name != reference
     ]  # fmt: skip
+    found += method_targets(results, accuracy, mean, built)
     if INT8_OPENVINO in built:
         target = "torch x86 int8" if reference == INT8 else reference
         found.append(
@@ -126,6 +143,39 @@ def targets(results: Sequence[BuildResult], reference: str = INT8) -> list[Targe
                 f"OpenVINO int8 batch-32 throughput vs {target}", throughput_ratio(INT8_OPENVINO), 1.5, "×"
             )
         )
+    return found
+
+
+def method_targets(
+    results: Sequence[BuildResult],
+    accuracy: Callable[[str], float],
+    mean: Callable[[str, str], float],
+    built: set[str],
+) -> list[Target]:
+    """Issue 15's targets for the pruned and the QAT students, when the recipe builds them."""
+    found = []
+    teacher = reference_teacher(results)
+    if PRUNED in built:
+        smallest_pruned = min(
+            (v for v in built if v.startswith("student-pruned-int8")), key=lambda v: mean(v, "bytes")
+        )
+        smallest_other = min(
+            (v for v in built if not v.startswith("student-pruned")), key=lambda v: mean(v, "bytes")
+        )
+        found += [
+            Target("pruned student: parameters of the distilled student over its own",
+                   mean(STUDENT, "parameters") / mean(PRUNED, "parameters"), 2.0, "×"),
+            Target("pruned student accuracy vs teacher − 1.0 pt", accuracy(PRUNED) - accuracy(teacher), -1.0, " pt"),
+            Target(f"pruned int8 is the smallest variant: {smallest_other} bytes over {smallest_pruned}'s",
+                   mean(smallest_other, "bytes") / mean(smallest_pruned, "bytes"), 1.0, "×"),
+        ]  # fmt: skip
+    if QAT_INT8_ONNX in built:
+        found += [
+            Target("QAT int8 (ONNX) accuracy vs post-training int8 (ONNX)",
+                   accuracy(QAT_INT8_ONNX) - accuracy(INT8_ONNX), 0.0, " pt"),
+            Target("QAT int8 (ONNX) accuracy within 0.2 pt of its fp32 parent",
+                   accuracy(QAT_INT8_ONNX) - accuracy(STUDENT), -0.2, " pt"),
+        ]  # fmt: skip
     return found
 
 
@@ -183,11 +233,24 @@ def report(family: str, results: Sequence[BuildResult], command: str, reference:
         f"Batch-32 throughput relative to {'the torch x86 int8 (TorchScript)' if reference == INT8 else reference}: "
         + ", ".join(f"{name} {ratio:.2f}×" for name, ratio in throughput_ratios(results, reference).items()),
         "",
-        "## Targets",
-        "",
     ]
+    lines += distillation_comparison(results, STUDENT, HINTS)
+    lines += ["## Targets", ""]
     lines += [t.line() for t in targets(results, reference)]
     return "\n".join(lines) + "\n"
+
+
+def hints_apply(recipe: Recipe) -> bool:
+    """Both networks are built here and have the hint layer (an MLP family has no ``features`` block)."""
+    if recipe.teacher_architecture.startswith("artifact:") or recipe.teacher_artifact:
+        return False
+    try:
+        networks = [
+            architectures.build(r) for r in (recipe.teacher_architecture, recipe.student_architecture)
+        ]
+    except architectures.ArchitectureError:
+        return False
+    return all(recipe.hint_layer in dict(net.named_modules()) for net in networks)
 
 
 def bench(
@@ -201,12 +264,18 @@ def bench(
     if seeds < 1:
         raise ValueError(f"seeds must be >= 1, got {seeds}")
     spec = family if isinstance(family, FamilySpec) else builtin_spec(family)
+    recipe = spec.recipe()
+    if "torchscript" in recipe.formats and recipe.distillation == "logit" and hints_apply(recipe):
+        recipe = dataclasses.replace(recipe, distillation="logit+hints")  # hints beside logits, same budget
     results = []
     with tempfile.TemporaryDirectory(prefix="slimserve-bench-") as scratch_registry:
         for seed in range(seeds):
-            results.append(build(spec, Path(scratch_registry), seed=seed, force=True, progress=False))
+            results.append(
+                build(spec, Path(scratch_registry), recipe=recipe, seed=seed, force=True, progress=False)
+            )
     command = command or f"python -m models bench {spec.name} --seeds {seeds} --out {out}"
     text = report(spec.name, results, command, spec.serving.default_variant)
+    text += frontier_section(results, out.with_suffix(".png"), spec.name)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)
     return text

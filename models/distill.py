@@ -39,14 +39,20 @@ def distillation_loss(teacher: nn.Module, T: float, alpha: float) -> LossFn:
             teacher_logits = teacher(batch.inputs)
         # A normal tensor: inference tensors cannot be saved for backward.
         teacher_logits = teacher_logits.clone()
-        student_logits = student(batch.inputs)
-        value = kd_loss(student_logits, teacher_logits, batch.targets, T, alpha)
-        if batch.lam < 1.0:
-            mixed = kd_loss(student_logits, teacher_logits, batch.mixed_targets, T, alpha)
-            value = batch.lam * value + (1 - batch.lam) * mixed
-        return value
+        return batch_kd_loss(student(batch.inputs), teacher_logits, batch, T, alpha)
 
     return loss
+
+
+def batch_kd_loss(
+    student_logits: torch.Tensor, teacher_logits: torch.Tensor, batch: Batch, T: float, alpha: float
+) -> torch.Tensor:
+    """``kd_loss`` on a batch, mixed like its targets when the batch is a mixup."""
+    value = kd_loss(student_logits, teacher_logits, batch.targets, T, alpha)
+    if batch.lam < 1.0:
+        mixed = kd_loss(student_logits, teacher_logits, batch.mixed_targets, T, alpha)
+        value = batch.lam * value + (1 - batch.lam) * mixed
+    return value
 
 
 def distill(

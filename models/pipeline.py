@@ -39,6 +39,7 @@ from models.artifacts import (
 from models.cascade import cascade_choices
 from models.data import Dataset
 from models.evaluate import evaluate_version
+from models.methods import check_prunable, plan_methods
 from models.recipes import Recipe
 from models.sources import fitted_normaliser, load_family_data
 from models.spec import FamilySpec, SpecError, builtin_spec
@@ -55,6 +56,7 @@ class VariantResult:
     name: str
     version: int
     metrics: dict[str, Any]
+    lineage: list[str] = field(default_factory=list)  # published ancestors, the root first
 
 
 @dataclass
@@ -111,6 +113,8 @@ def _card(family: _Family, item: Planned, parent: VariantResult | None) -> dict[
         "architecture": item.source.architecture,
         "hyperparameters": recipe.fields(),
         "parent": None if parent is None else {"name": parent.name, "version": parent.version},
+        "lineage": [] if parent is None else [*parent.lineage, parent.name],
+        "compression": item.compression,
         "dataset": data.card(),
         "recipe_digest": digest,
         "seed": recipe.seed,
@@ -191,6 +195,7 @@ def build(
             architectures.resolve(reference)
     data = load_family_data(spec, data_dir)
     normaliser = fitted_normaliser(spec, data.train.head(recipe.limit))
+    check_prunable(recipe, normaliser(torch.from_numpy(data.train.images[:2])))
     digest = recipe.digest(data.digest, data.split_digest, spec.digest_fields())
     current = None if force else existing_if_current(registry_path, recipe, digest)
     if current is not None:
@@ -227,7 +232,8 @@ def _publish_all(registry_path: Path, family: _Family, trained: dict[str, Traine
     calibration = data.train.head(recipe.limit).images[: recipe.calibration_samples]
     checked: list[_Checked] = []
     with tempfile.TemporaryDirectory(prefix="slimserve-build-") as work:
-        for item in plan(recipe, trained, example, calibration, family.io):
+        planned = plan(recipe, trained, example, calibration, family.io)
+        for item in planned + plan_methods(recipe, trained, example, calibration, family.io):
             folder = Path(work) / item.variant
             folder.mkdir()
             for name, path in item.write(folder).items():
@@ -259,7 +265,7 @@ def _publish_all(registry_path: Path, family: _Family, trained: dict[str, Traine
             }
             version = publish(registry_path, card, {name: entry.folder / name for name in item.format.files})
             published[item.variant] = VariantResult(
-                item.variant, version.card.name, version.card.version, entry.metrics
+                item.variant, version.card.name, version.card.version, entry.metrics, version.card.lineage
             )
             log.info(
                 "published %s:%d accuracy %.4f",

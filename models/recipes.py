@@ -49,6 +49,18 @@ class Recipe:
     # Publish gates for the portable variants, against their torch parent on the whole test split.
     max_fp32_logit_delta: float = 1e-4
     min_int8_agreement: float = 0.995
+    # How the student learns from the teacher: "logit" (Hinton KD) or "hints" (FitNets: KD plus a feature map)
+    distillation: str = "logit"
+    hint_layer: str = "features"  # a module name in both networks (models.hints)
+    hint_beta: float = 1.0
+    # More compression of the distilled student (models.prune, models.qat): any of "prune", "qat"
+    methods: tuple[str, ...] = ("prune", "qat")
+    prune_sparsity: float = 0.5  # share of every conv's filters and hidden units removed
+    prune_schedule: str = "iterative"  # or "one-shot"
+    prune_steps: int = 3
+    prune_epochs: int = 15  # KD fine-tuning over all steps
+    qat_epochs: int = 3
+    qat_lr: float = 2e-4
     limit: int | None = None  # cap on training samples, for fast tests
 
     def with_overrides(
@@ -64,7 +76,10 @@ class Recipe:
         if epochs is not None:
             if epochs < 1:
                 raise RecipeError(f"epochs must be >= 1, got {epochs}")
-            changes.update(teacher_epochs=epochs, student_epochs=epochs)
+            changes.update(
+                teacher_epochs=epochs, student_epochs=epochs, prune_epochs=epochs * self.prune_steps,
+                qat_epochs=epochs,
+            )  # fmt: skip
         if limit is not None:
             if limit < 10:
                 raise RecipeError(f"limit must be >= 10, got {limit}")
@@ -85,6 +100,7 @@ class Recipe:
         values = dataclasses.asdict(self)
         values["quantization_engines"] = list(self.quantization_engines)
         values["formats"] = list(self.formats)
+        values["methods"] = list(self.methods)
         return values
 
     def digest(self, dataset_digest: str, split_digest: str, family: dict[str, Any] | None = None) -> str:

@@ -159,6 +159,11 @@ class TrainingSpec(_Strict):
     mixup_alpha: float = Field(0.0, ge=0)
     kd_temperature: float = Field(4.0, gt=0)
     kd_alpha: float = Field(0.5, ge=0, le=1)
+    distillation: Literal["logit", "hints"] = Field(
+        "logit", description="Hinton KD on logits, or FitNets hints: KD plus a teacher feature map."
+    )
+    hint_layer: str = Field("features", min_length=1, description="hints: a module name in both networks.")
+    hint_beta: float = Field(1.0, ge=0, description="hints: weight of the feature-map term.")
     seed: int = 0
 
 
@@ -166,7 +171,30 @@ FormatName = Literal["torchscript", "onnx", "openvino"]
 ALL_FORMATS: tuple[FormatName, ...] = ("torchscript", "onnx", "openvino")
 
 
+class PruningSpec(_Strict):
+    """Structured L1 filter pruning of the distilled student, then KD fine-tuning (models.prune)."""
+
+    sparsity: float = Field(
+        0.5, gt=0, lt=1, description="Share of each conv's filters and hidden units removed."
+    )
+    schedule: Literal["one-shot", "iterative"] = "iterative"
+    steps: int = Field(3, ge=1, description="iterative: how many cuts, each followed by fine-tuning.")
+    epochs: int = Field(15, ge=1, description="KD fine-tuning epochs over all steps.")
+
+
+class QatSpec(_Strict):
+    """Quantization-aware training of the distilled student for x86 int8 (models.qat)."""
+
+    epochs: int = Field(3, ge=1)
+    lr: float = Field(2e-4, gt=0)
+
+
 class CompressionSpec(_Strict):
+    methods: list[Literal["prune", "qat"]] = Field(
+        default_factory=list, description="More compression of the distilled student, beyond int8 PTQ."
+    )
+    pruning: PruningSpec = PruningSpec()
+    qat: QatSpec = QatSpec()
     static_int8_engines: list[Literal["x86", "qnnpack"]] = Field(default_factory=list)
     dynamic_int8: bool = False
     calibration_samples: int = Field(512, ge=1)
@@ -231,6 +259,13 @@ class FamilySpec(_Strict):
             formats=tuple(dict.fromkeys(compression.formats)),
             max_fp32_logit_delta=compression.max_fp32_logit_delta,
             min_int8_agreement=compression.min_int8_agreement,
+            methods=tuple(dict.fromkeys(compression.methods)),
+            prune_sparsity=compression.pruning.sparsity,
+            prune_schedule=compression.pruning.schedule,
+            prune_steps=compression.pruning.steps if compression.pruning.schedule == "iterative" else 1,
+            prune_epochs=compression.pruning.epochs,
+            qat_epochs=compression.qat.epochs,
+            qat_lr=compression.qat.lr,
         )
 
     def digest_fields(self) -> dict[str, Any]:

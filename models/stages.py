@@ -3,6 +3,7 @@ distilled student on the same budget and batches, then the torch.ao int8 variant
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Callable
@@ -14,14 +15,16 @@ from torch import nn
 
 from models import architectures
 from models.architectures import Normaliser
-from models.artifacts import DYNAMIC, SCRATCH, STUDENT, TEACHER, FamilyIO, Trained, static_variant
-from models.data import Dataset
+from models.artifacts import DYNAMIC, HINTS, SCRATCH, STUDENT, TEACHER, FamilyIO, Trained, static_variant
+from models.data import Dataset, Split
 from models.distill import distill
+from models.hints import distill_with_hints
+from models.methods import train_methods
 from models.quantize import quantize_dynamic_linear, quantize_static
 from models.recipes import Recipe
 from models.spec import SpecError
 from models.teachers import load_teacher_artifact
-from models.train import TrainConfig, fit
+from models.train import FitResult, TrainConfig, fit
 
 log = logging.getLogger(__name__)
 
@@ -111,23 +114,30 @@ def train_variants(
         lambda: fit(scratch, train, data.validation, student_config, name="scratch", progress=progress),
     )
     student = _seeded(recipe.student_architecture, recipe.seed + 1)
-    _stage(
-        "distillation",
-        lambda: distill(
-            student, teacher, train, data.validation, student_config,
-            T=recipe.kd_temperature, alpha=recipe.kd_alpha, progress=progress,
-        ),
-    )  # fmt: skip
+    _stage("distillation", lambda: _distill(recipe, student, teacher, train, data, student_config, progress))
     params_s = architectures.count_parameters(student)
     if params_t is None:
         params_t = architectures.count_parameters(teacher)
+    distilled = Trained(STUDENT, student, recipe.student_architecture, params_s, parent=TEACHER,
+                        compression=distillation_card(recipe))  # fmt: skip
     trained = [
         Trained(TEACHER, teacher, recipe.teacher_architecture, params_t, artifact=teacher_artifact),
         Trained(SCRATCH, scratch, recipe.student_architecture, params_s),
-        Trained(STUDENT, student, recipe.student_architecture, params_s, parent=TEACHER),
+        distilled,
     ]
+    if recipe.distillation == "logit+hints":  # the same budget, teacher and batches: only the loss differs
+        hinted = _seeded(recipe.student_architecture, recipe.seed + 1)
+        hints = dataclasses.replace(recipe, distillation="hints")
+        _stage(
+            "distillation with hints",
+            lambda: _distill(hints, hinted, teacher, train, data, student_config, progress),
+        )
+        trained.append(Trained(HINTS, hinted, recipe.student_architecture, params_s, parent=TEACHER,
+                               compression=distillation_card(hints)))  # fmt: skip
+    calibration = normaliser(torch.from_numpy(train.images[: recipe.calibration_samples]))
+    methods = train_methods(recipe, distilled, teacher, train, data.validation, student_config, calibration,
+                            progress=progress)  # fmt: skip
     if "torchscript" in recipe.formats:  # torch.ao int8 exists only as TorchScript
-        calibration = normaliser(torch.from_numpy(train.images[: recipe.calibration_samples]))
         for engine in recipe.quantization_engines:
             int8 = quantize_static(student, calibration, engine)
             trained.append(
@@ -147,4 +157,30 @@ def train_variants(
             trained.append(
                 Trained(DYNAMIC, int8, recipe.student_architecture, params_s, engine, "dynamic", STUDENT)
             )
-    return {item.variant: item for item in trained}
+    return {item.variant: item for item in trained + methods}
+
+
+def _distill(
+    recipe: Recipe,
+    student: nn.Module,
+    teacher: nn.Module,
+    train: Split,
+    data: Dataset,
+    config: TrainConfig,
+    progress: bool,
+) -> FitResult:
+    kd: dict[str, Any] = {"T": recipe.kd_temperature, "alpha": recipe.kd_alpha, "progress": progress}
+    if recipe.distillation == "hints":
+        return distill_with_hints(student, teacher, train, data.validation, config, layer=recipe.hint_layer,
+                                  beta=recipe.hint_beta, **kd)  # fmt: skip
+    return distill(student, teacher, train, data.validation, config, **kd)
+
+
+def distillation_card(recipe: Recipe) -> dict[str, Any]:
+    """The distilled student's method and hyper-parameters, as its card states them."""
+    hyperparameters: dict[str, Any] = {"kd_temperature": recipe.kd_temperature, "kd_alpha": recipe.kd_alpha,
+                                       "epochs": recipe.student_epochs}  # fmt: skip
+    if recipe.distillation == "hints":
+        hyperparameters |= {"hint_layer": recipe.hint_layer, "hint_beta": recipe.hint_beta}
+        return {"method": "hint-distillation", "hyperparameters": hyperparameters}
+    return {"method": "distillation", "hyperparameters": hyperparameters}

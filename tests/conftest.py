@@ -7,14 +7,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from models.artifacts import variants
 from models.data import load_builtin
 from models.evaluate import single_thread
 from models.pipeline import build
+from models.spec import builtin_spec
+
+MNIST_VARIANTS = variants(builtin_spec("mnist").recipe())  # what the default mnist build publishes
 
 
 @pytest.fixture(scope="session")
 def tiny_registry(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """All five mnist variants at version 1, trained for one epoch on 600 digits (seconds, not minutes)."""
+    """Every mnist variant at version 1, trained for one epoch on 600 digits (seconds, not minutes)."""
     path = tmp_path_factory.mktemp("tiny-registry")
     with single_thread():
         build("mnist", path, epochs=1, limit=600, progress=False)

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from models.__main__ import main
+from tests.conftest import MNIST_VARIANTS
 
 
 @pytest.fixture
@@ -21,7 +22,7 @@ def registry_copy(tiny_registry: Path, tmp_path: Path) -> Path:
 def test_list_shows_every_model(tiny_registry: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["list", "--registry", str(tiny_registry)]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert len(lines) == 9
+    assert len(lines) == len(MNIST_VARIANTS)
     assert any(line.startswith("mnist-student-int8-x86\tversions 1") for line in lines)
     assert any(
         line.startswith("mnist-student-int8-openvino\tversions 1\tlatest 1 openvino int8") for line in lines
@@ -70,7 +71,7 @@ def test_verify_passes_then_fails_on_tampering(
     registry_copy: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert main(["verify", "--registry", str(registry_copy)]) == 0
-    assert capsys.readouterr().out.count("OK ") == 9
+    assert capsys.readouterr().out.count("OK ") == len(MNIST_VARIANTS)
     model = registry_copy / "mnist-student-fp32" / "1" / "model.pt"
     content = bytearray(model.read_bytes())
     content[len(content) // 2] ^= 0xFF
@@ -84,7 +85,7 @@ def test_verify_passes_then_fails_on_tampering(
     assert main(["verify", "--registry", str(registry_copy), "mnist-student-int8-openvino"]) == 1
     assert "model.bin: sha256 mismatch" in capsys.readouterr().out
     assert main(["verify", "--registry", str(registry_copy), "mnist"]) == 1  # a family: all its variants
-    assert capsys.readouterr().out.count("OK ") == 7
+    assert capsys.readouterr().out.count("OK ") == len(MNIST_VARIANTS) - 2  # the two tampered with fail
 
 
 def test_python_m_models_runs_without_traceback(tiny_registry: Path) -> None:

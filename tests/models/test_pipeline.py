@@ -3,6 +3,7 @@ from __future__ import annotations
 import dataclasses
 import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -18,7 +19,8 @@ from models.recipes import default_recipe
 CARD_KEYS = {
     "family", "variant", "name", "version", "format", "precision", "quantization", "architecture",
     "hyperparameters", "parent", "dataset", "recipe_digest", "seed", "metrics", "signature", "labels",
-    "default_variant", "max_batch_size", "files", "libraries", "torch_version", "created_at", "cascade",
+    "default_variant", "max_batch_size", "files", "libraries", "torch_version", "created_at", "lineage",
+    "compression", "cascade",
 }  # fmt: skip
 PLATFORMS = {"torchscript": "pytorch_libtorch", "onnx": "onnxruntime_onnx", "openvino": "openvino"}
 METRIC_KEYS = {
@@ -30,7 +32,7 @@ NAMES = [f"mnist-{v}" for v in variants(default_recipe("mnist"))]
 
 def test_registry_holds_every_variant_of_every_format(tiny_registry: Path) -> None:
     assert sorted(layout.list_models(tiny_registry)) == sorted(NAMES)
-    assert len(NAMES) == 9
+    assert len(NAMES) == 16
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -58,10 +60,8 @@ def test_every_variant_loads_and_has_a_complete_card(
     assert card.precision == ("int8" if int8 else "fp32")
     assert (card.quantization is not None) == int8
     if int8:
-        assert card.parent is not None and card.parent.name in (
-            "mnist-student-fp32",
-            "mnist-student-fp32-onnx",
-        )
+        made_from = ("student-fp32", "student-fp32-onnx", "student-pruned-fp32", "student-qat-int8-onnx")
+        assert card.parent is not None and card.parent.name in {f"mnist-{v}" for v in made_from}
     images, _ = mnist_test_digits
     logits = open_runner(version)(images[:5])["OUTPUT__0"]
     assert logits.shape == (5, 10) and logits.dtype == np.float32
@@ -107,7 +107,11 @@ def test_rebuild_is_a_no_op_unless_forced(tiny_registry: Path, tmp_path: Path) -
 @pytest.mark.slow
 def test_a_build_without_torchscript_publishes_only_portable_formats(tmp_path: Path) -> None:
     result = build("mnist", tmp_path, epochs=1, limit=300, formats=("onnx", "openvino"), progress=False)
-    expected = ["teacher-fp32-onnx", "student-fp32-onnx", "student-int8-onnx", "student-int8-openvino"]
+    expected = [
+        "teacher-fp32-onnx", "student-fp32-onnx", "student-int8-onnx", "student-int8-openvino",
+        "student-pruned-int8-onnx", "student-pruned-int8-openvino", "student-qat-int8-onnx",
+        "student-qat-int8-openvino",
+    ]  # fmt: skip
     assert [v.variant for v in result.variants] == expected
     assert sorted(layout.list_models(tmp_path)) == sorted(f"mnist-{v}" for v in expected)
     assert not list(tmp_path.rglob("model.pt"))
@@ -120,3 +124,23 @@ def test_a_failed_gate_publishes_nothing(tmp_path: Path) -> None:
     with pytest.raises(GateError, match=r"teacher-fp32-onnx: max \|Δlogit\|.*max_fp32_logit_delta"):
         build("mnist", tmp_path, recipe=recipe, epochs=1, limit=100, progress=False)
     assert layout.list_models(tmp_path) == {}
+
+
+def test_each_compressed_variant_names_its_method_and_lineage(tiny_registry: Path) -> None:
+    def card(variant: str) -> Any:
+        return layout.latest(tiny_registry, f"mnist-{variant}").card
+
+    teacher, student, pruned = "mnist-teacher-fp32", "mnist-student-fp32", "mnist-student-pruned-fp32"
+    assert card("student-fp32").compression.method == "distillation"
+    assert card("student-pruned-fp32").lineage == [teacher, student]
+    pruning = card("student-pruned-fp32").compression
+    assert pruning.method == "l1-filter-pruning" and pruning.hyperparameters["sparsity"] == 0.5
+    assert pruning.hyperparameters["widths"] == [16, 32, 32]
+    for variant in ("student-pruned-int8-x86", "student-pruned-int8-onnx", "student-pruned-int8-openvino"):
+        assert card(variant).lineage == [teacher, student, pruned], variant
+        assert card(variant).quantization is not None and card(variant).compression is None
+    assert card("student-pruned-fp32").metrics["parameters"] <= card("student-fp32").metrics["parameters"] / 2
+    qat = card("student-qat-int8-onnx")
+    assert qat.compression.method == "quantization-aware-training" and qat.precision == "int8"
+    assert qat.lineage == ["mnist-teacher-fp32-onnx", "mnist-student-fp32-onnx"]
+    assert qat.metrics["agreement_with_fp32_parent"] >= 0.95  # its gate: the export against the in-memory QAT

@@ -21,7 +21,7 @@ from models.spec import ALL_FORMATS, builtin_families, builtin_spec, load_spec
 def test_builtin_mnist_spec_is_the_recipe_it_always_was() -> None:
     spec = builtin_spec("mnist")
     assert spec.recipe() == Recipe(family="mnist")
-    assert len(variants(spec.recipe())) == 9 and spec.serving.default_variant == "student-int8-x86"
+    assert len(variants(spec.recipe())) == 16 and spec.serving.default_variant == "student-int8-x86"
     assert builtin_families() == ["mnist", "wdbc"] and ALL_FORMATS == FORMATS
 
 
@@ -75,6 +75,18 @@ def student() -> torch.nn.Module:
     from models.architectures import MLP
 
     return MLP(6, (4,), 3)
+
+
+class SkipMLP(torch.nn.Module):
+    """Its forward adds a skip connection around its first block: not a chain, so not prunable."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = torch.nn.Sequential(torch.nn.Linear(6, 6), torch.nn.ReLU())
+        self.head = torch.nn.Sequential(torch.nn.Linear(6, 3))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(x + self.body(x))
 
 
 def write(folder: Path, spec: dict[str, Any]) -> Path:
@@ -219,6 +231,26 @@ def _garbage(folder: Path) -> dict[str, Any]:
         (
             {"teacher": {"artifact": "t.pt"}},
             "teacher.artifact: a pre-built torchscript teacher needs torchscript in",
+        ),
+        (
+            {"compression.methods": ["prune", "sparsify"]},
+            "compression.methods.1: Input should be 'prune' or 'qat'",
+        ),
+        (
+            {"compression.methods": ["prune"], "compression.pruning": {"sparsity": 1.0}},
+            "compression.pruning.sparsity: Input should be less than 1",
+        ),
+        (
+            {"compression.methods": ["prune"], "compression.pruning": {"sparsity": 0}},
+            "compression.pruning.sparsity: Input should be greater than 0",
+        ),
+        (
+            {"compression.methods": ["prune"], "student.architecture": "tests.models.test_spec:SkipMLP"},
+            "student.architecture: SkipMLP cannot be pruned: its forward is not the chain",
+        ),
+        (
+            {"training.distillation": "hints", "training.hint_layer": "trunk"},
+            "training.hint_layer: the student has no layer 'trunk'",
         ),
         (
             "wide-teacher",

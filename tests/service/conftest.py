@@ -22,6 +22,13 @@ VARIANTS = [
     "student-fp32-onnx",
     "student-int8-onnx",
     "student-int8-openvino",
+    "student-pruned-fp32",
+    "student-pruned-int8-x86",
+    "student-pruned-int8-qnnpack",
+    "student-pruned-int8-onnx",
+    "student-pruned-int8-openvino",
+    "student-qat-int8-onnx",
+    "student-qat-int8-openvino",
 ]
 MODEL_NAMES = [f"mnist-{variant}" for variant in VARIANTS]
 

@@ -13,6 +13,7 @@ import pytest
 from selenium import webdriver
 from selenium.webdriver.common.by import By
 
+from tests.conftest import MNIST_VARIANTS
 from tests.harness import ADMIN_TOKEN, RunningService
 from tests.ui.browser import LAPTOP, PHONE, chromium, installed, refreshes, severe_console_entries, wait_for
 from tests.ui.conftest import EXPERIMENT, WEIGHTS
@@ -113,7 +114,7 @@ def test_the_page_shows_what_the_json_says_and_moves_with_traffic(
     open_page(browser, ab_service)
     assert severe_console_entries(browser) == [], "the page loads without console errors"
     before = parsed(browser.execute_script(READS_DOM))
-    assert len(before) == 9
+    assert len(before) == len(MNIST_VARIANTS)
 
     served = send_labelled(ab_service, *mnist_test_digits, count=40, start=1000)
     data = settled_tradeoff(ab_service)

@@ -10,6 +10,7 @@ import pytest
 
 from contract.layout import read_card
 from service import ui
+from tests.conftest import MNIST_VARIANTS
 from tests.harness import RunningService
 from tests.ui.conftest import EXPERIMENT
 from tests.ui.traffic import send_labelled, settled_tradeoff
@@ -98,7 +99,7 @@ def test_families_lists_each_family_with_its_variants(ab_service: RunningService
     assert [(f["family"], f["default_variant"], f["experiment"]) for f in families] == [
         ("mnist", "student-int8-x86", EXPERIMENT)
     ]
-    assert len(families[0]["variants"]) == 9
+    assert len(families[0]["variants"]) == len(MNIST_VARIANTS)
 
 
 @pytest.mark.parametrize("query", ["window_s=0", "window_s=901", "window_s=abc", "window_s=1.5", "window_s="])
