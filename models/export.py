@@ -21,6 +21,7 @@ from contract import torchscript
 from contract.card import Signature
 from contract.engines import use_engine
 from models.architectures import MNIST_NORMALISER, Normaliser, Preprocess
+from models.quiet import loggers_at
 
 
 class ExportError(Exception):
@@ -50,12 +51,11 @@ def export_onnx(
     """``Preprocess(net)`` as ONNX with a dynamic batch axis, tensors named as in ``signature``."""
     model = Preprocess(net, normaliser).eval()
     batch = torch.export.Dim("batch", min=1, max=4096)
-    loggers = [logging.getLogger(name) for name in ("torch.onnx", "onnxscript", "onnx_ir")]
-    levels = [logger.level for logger in loggers]
-    for logger in loggers:  # the exporter reports each optimisation pass at INFO
-        logger.setLevel(logging.WARNING)
     try:
         with (
+            loggers_at(
+                logging.WARNING, "torch.onnx", "onnxscript", "onnx_ir"
+            ),  # INFO: every optimisation pass
             warnings.catch_warnings(),
             contextlib.redirect_stdout(io.StringIO()),  # the exporter prints its progress
             torch.inference_mode(False),
@@ -75,6 +75,3 @@ def export_onnx(
             )
     except Exception as exc:  # the exporter raises many unrelated types; the build reports one
         raise ExportError(f"{path.name}: ONNX export failed ({exc})") from exc
-    finally:
-        for logger, level in zip(loggers, levels, strict=True):
-            logger.setLevel(level)

@@ -55,6 +55,11 @@ def l1_ranking(weight: torch.Tensor) -> torch.Tensor:
     return torch.argsort(norms, descending=True, stable=True)
 
 
+def kept_units(weight: torch.Tensor, keep: int | None) -> torch.Tensor:
+    """The strongest ``keep`` output units, or all of them when the layer has no target (the output layer)."""
+    return torch.arange(weight.shape[0]) if keep is None else strongest(weight, keep)
+
+
 def strongest(weight: torch.Tensor, keep: int) -> torch.Tensor:
     """Indices of the ``keep`` units with the largest L1 norms, in their original order."""
     return torch.sort(l1_ranking(weight)[:keep]).values
@@ -169,11 +174,7 @@ def prune_to_widths(net: nn.Module, widths: list[int], example: torch.Tensor) ->
         layer = block[index]
         if isinstance(layer, nn.Conv2d):
             inputs = torch.arange(layer.in_channels) if kept is None else kept
-            outputs = (
-                strongest(layer.weight, targets[position])
-                if position in targets
-                else torch.arange(layer.out_channels)
-            )
+            outputs = kept_units(layer.weight, targets.get(position))
             block[index], kept, width = _sliced_conv(layer, inputs, outputs), outputs, layer.out_channels
         elif isinstance(layer, nn.Linear):
             if kept is None:
@@ -183,11 +184,7 @@ def prune_to_widths(net: nn.Module, widths: list[int], example: torch.Tensor) ->
                 inputs = (kept[:, None] * per_channel + torch.arange(per_channel)[None, :]).flatten()
             else:
                 inputs = kept
-            outputs = (
-                strongest(layer.weight, targets[position])
-                if position in targets
-                else torch.arange(layer.out_features)
-            )
+            outputs = kept_units(layer.weight, targets.get(position))
             block[index], kept, width = _sliced_linear(layer, inputs, outputs), outputs, layer.out_features
             flattened = False
         elif isinstance(layer, nn.BatchNorm2d):

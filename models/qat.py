@@ -23,6 +23,7 @@ from torch import nn
 
 from models.data import Split
 from models.distill import distillation_loss
+from models.quiet import loggers_at
 from models.train import FitResult, TrainConfig, fit
 
 Normalise = Callable[[torch.Tensor], torch.Tensor]
@@ -31,15 +32,9 @@ Normalise = Callable[[torch.Tensor], torch.Tensor]
 @contextlib.contextmanager
 def _quiet_torchao() -> Iterator[None]:
     """torchao's import warns about torch.jit and CUDA-only kernels it cannot load; neither concerns CPU QAT."""
-    logger = logging.getLogger("torchao")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        logger.setLevel(level)
+    with loggers_at(logging.ERROR, "torchao"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
 
 
 def _pt2e() -> Any:

@@ -19,18 +19,14 @@ from pathlib import Path
 
 import numpy as np
 
+from models.quiet import loggers_at
+
 
 @contextlib.contextmanager
 def _quiet_nncf() -> Iterator[None]:
     """NNCF draws progress bars on stdout and logs at INFO; a build log needs neither."""
-    logger = logging.getLogger("nncf")
-    level = logger.level
-    logger.setLevel(logging.WARNING)
-    try:
-        with contextlib.redirect_stdout(io.StringIO()):
-            yield
-    finally:
-        logger.setLevel(level)
+    with loggers_at(logging.WARNING, "nncf"), contextlib.redirect_stdout(io.StringIO()):
+        yield
 
 
 def quantize_onnx_static(
