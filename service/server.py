@@ -13,6 +13,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from service.api.http.app import create_app
+from service.api.http.front import HttpFront
 from service.api.http.guards import ClientLimits, guarded_protocol
 from service.assembly import serving_stack
 from service.config import Settings
@@ -87,10 +88,12 @@ def uvicorn_config(app: FastAPI, settings: Settings, **overrides: Any) -> uvicor
         ),
         "log_level": server.log_level,
         "access_log": server.access_log,
+        # X-Forwarded-For only changes the client address, which only the access log shows
+        "proxy_headers": server.access_log,
         "lifespan": "off",  # the stack is assembled around the app (service.assembly), not inside it
         "timeout_graceful_shutdown": max(1, round(server.shutdown_grace_s)),
     }
-    return uvicorn.Config(app, **(options | overrides))
+    return uvicorn.Config(HttpFront(app, app.state.slimserve), **(options | overrides))
 
 
 async def serve(settings: Settings) -> None:

@@ -149,7 +149,7 @@ def test_limits_per_model_timeout_and_cors(registry: Path) -> None:
     with run_service(cors) as running, running.client() as client:
         answer = client.get("/v2/health/live", headers={"origin": "https://dash.example"})
         assert answer.headers["access-control-allow-origin"] == "https://dash.example"
-        # inference is served ahead of FastAPI's router (api/http/fastpath.py), still inside CORS
+        # inference is served ahead of FastAPI's router (api/http/front.py), still inside CORS
         inferred = client.post(
             "/v2/models/mnist-student-fp32/infer", json=BODY, headers={"origin": "https://dash.example"}
         )

@@ -15,12 +15,12 @@ from starlette.responses import Response
 
 from service import __version__
 from service.api.http import errors, experiments, oip, openapi, predict, repository, tradeoff, ui
-from service.api.http.fastpath import InferFastPath
 from service.assembly import ServiceContext
 
 
 def create_app(context: ServiceContext) -> FastAPI:
-    """Build the app. A middleware added to it later wraps every route, the inference fast path included."""
+    """Build the app. A middleware added to it wraps every route; under uvicorn (``front.HttpFront``) the
+    inference endpoint too."""
     settings = context.settings
     app = FastAPI(
         title="slimserve",
@@ -28,8 +28,6 @@ def create_app(context: ServiceContext) -> FastAPI:
         description="Open Inference Protocol server for a model family's compressed variants.",
     )
     app.state.slimserve = context
-    # added first, so it sits innermost among the middlewares: CORS, when configured, wraps it too
-    app.add_middleware(InferFastPath, context=context)
     if settings.server.cors_origins:  # off unless origins are configured
         app.add_middleware(
             CORSMiddleware,

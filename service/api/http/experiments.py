@@ -45,7 +45,7 @@ async def admin_body(request: Request, model: type[Body]) -> tuple[ExperimentLoo
     """An admin change: the token first, then the body, validated (400 naming the field)."""
     ctx = context(request)
     require_admin(ctx.settings.admin.token, request.headers.get("authorization"))
-    body = await read_body(request, ctx.settings.limits.max_request_bytes)
+    body = await read_body(request.receive, request.headers, ctx.settings.limits.max_request_bytes)
     return ctx.dataplane.experiments, model.model_validate(parse_json(body))
 
 
@@ -74,7 +74,7 @@ async def rollout_action(request: Request, name: str) -> dict[str, Any]:
 )
 async def feedback(request: Request) -> dict[str, Any]:
     ctx = context(request)
-    body = await read_body(request, ctx.settings.limits.max_request_bytes)
+    body = await read_body(request.receive, request.headers, ctx.settings.limits.max_request_bytes)
     parsed = FEEDBACK.validate_python(parse_json(body))
     items = parsed if isinstance(parsed, list) else [parsed]
     results = await ctx.dataplane.experiments.feedback(items)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from fastapi import APIRouter, Request
 from starlette.responses import JSONResponse, Response
+from starlette.types import Receive
 
 from contract.triton_config import config_as_json
 from service.api.http.context import context
@@ -92,18 +94,22 @@ async def model_ready(request: Request, model: str, version: str | None = None) 
     "/models/{model}/versions/{version}/infer", summary="Inference on one version", openapi_extra=INFER_BODY
 )
 async def infer(request: Request, model: str, version: str | None = None) -> Response:
-    return await infer_response(context(request), request, model, version)
+    """Served by ``front.InferEndpoint`` under uvicorn; this route documents it and serves direct calls."""
+    content, headers = await infer_http(context(request), model, version, request.headers, request.receive)
+    return Response(content, headers=headers)
 
 
-async def infer_response(ctx: ServiceContext, request: Request, model: str, version: str | None) -> Response:
-    """One inference over HTTP; the FastAPI route above and the ASGI fast path (fastpath.py) both call it."""
+async def infer_http(
+    ctx: ServiceContext, model: str, version: str | None, headers: Mapping[str, str], receive: Receive
+) -> tuple[bytes, dict[str, str]]:
+    """One inference over HTTP: the response body and its headers (the wire format's and what served it)."""
     try:
-        body = await read_body(request, ctx.settings.limits.max_request_bytes)
+        body = await read_body(receive, headers, ctx.settings.limits.max_request_bytes)
         max_elements = ctx.settings.limits.max_tensor_elements
-        decoded = decode_infer_request(body, request.headers.get(HEADER_LENGTH), max_elements)
+        decoded = decode_infer_request(body, headers.get(HEADER_LENGTH), max_elements)
     except SlimServeError as error:
         ctx.dataplane.count_rejected(model, "http", error)
         raise
-    outcome = await ctx.dataplane.infer(model, version, decoded, protocol="http", headers=request.headers)
-    content, headers = encode_infer_response(outcome.response)
-    return Response(content, headers={**headers, **served_metadata(outcome)})
+    outcome = await ctx.dataplane.infer(model, version, decoded, protocol="http", headers=headers)
+    content, wire_headers = encode_infer_response(outcome.response)
+    return content, wire_headers | served_metadata(outcome)

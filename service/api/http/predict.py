@@ -39,7 +39,7 @@ PREDICT_BODY: dict[str, Any] = {
 )
 async def predict(request: Request, model: str, response: Response) -> dict[str, Any]:
     ctx = context(request)
-    raw = await read_body(request, ctx.settings.limits.max_request_bytes)
+    raw = await read_body(request.receive, request.headers, ctx.settings.limits.max_request_bytes)
     body = WirePredictRequest.model_validate(parse_json(raw))
     spec = ctx.dataplane.model_metadata(model, None)["inputs"][0]
     row_shape = spec["shape"][1:]

@@ -8,11 +8,12 @@ same way when the client asked for them (``binary_data`` per output, or ``binary
 from __future__ import annotations
 
 import zlib
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
 from pydantic import ValidationError
-from starlette.requests import Request
+from starlette.types import Receive
 
 from service.codecs import decode_binary, decode_json, to_little_endian_bytes
 from service.errors import InvalidInput, PayloadTooLarge
@@ -23,20 +24,31 @@ JSON_TYPE = "application/json"
 BINARY_TYPE = "application/octet-stream"
 
 
-async def read_body(request: Request, limit: int) -> bytes:
+async def read_body(receive: Receive, headers: Mapping[str, str], limit: int) -> bytes:
     """The request body, decompressed, refusing more than ``limit`` bytes before reading it all."""
-    declared = request.headers.get("content-length")
+    declared = headers.get("content-length")
     if declared is not None and declared.isascii() and declared.isdigit() and int(declared) > limit:
         raise PayloadTooLarge(f"request body of {declared} bytes exceeds the limit of {limit} bytes")
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes")
-        chunks.append(chunk)
-    body = b"".join(chunks)
-    encoding = request.headers.get("content-encoding", "identity").lower()
+    message = await receive()
+    body: bytes = message.get("body", b"")
+    if message.get("more_body"):  # the common case, a body that came whole, skips the list and join
+        chunks, size = [body], len(body)
+        while message.get("more_body"):
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise InvalidInput("the client disconnected before sending the whole body")
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes")
+            chunks.append(chunk)
+        body = b"".join(chunks)
+    elif len(body) > limit:
+        raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes")
+    encoding = headers.get("content-encoding")
+    if encoding is None:
+        return body
+    encoding = encoding.lower()
     if encoding in ("gzip", "deflate"):
         return _decompress(body, encoding, limit)
     if encoding != "identity":
