@@ -43,12 +43,19 @@ def plain_response(status: bytes, message: str, *extra: bytes) -> bytes:
 
 
 class GuardedHttpToolsProtocol(CoalescingHttpToolsProtocol):
-    """One connection: the read deadline is armed while a request is being received, never while it is served."""
+    """One connection: a request's head and body each have a deadline; a request being served has none.
+
+    A request only stamps when its phase began (two attribute writes): the one timer a connection holds
+    is armed when none is pending and, when it fires, compares the phase's age with its limit, re-arming
+    for the rest if the phase began later. Two timers armed and cancelled per request cost more than the
+    rest of the guard on a one-digit inference.
+    """
 
     limits: ClientLimits  # set on the subclass ``guarded_protocol`` makes
 
-    _deadline: asyncio.TimerHandle | None = None
-    _in_body = False  # between a request's last header and its last body byte
+    _timer: asyncio.TimerHandle | None = None
+    _phase: str | None = None  # "head" or "body" while a request is being received; None otherwise
+    _phase_started = 0.0
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -56,44 +63,49 @@ class GuardedHttpToolsProtocol(CoalescingHttpToolsProtocol):
             log.warning("refused a connection: %d open is the limit", self.limits.max_connections)
             self._refuse(b"503 Service Unavailable", "too many open connections", b"retry-after: 1")
             return
-        self._arm(self.limits.head_timeout_s)  # a connection that sends nothing is a head that never came
+        self._enter("head")  # a connection that sends nothing is a head that never came
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._disarm()
+        self._phase = None
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         super().connection_lost(exc)
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
-        self._in_body = False
-        self._arm(self.limits.head_timeout_s)
+        self._enter("head")
 
     def on_headers_complete(self) -> None:
         super().on_headers_complete()
-        self._in_body = True
-        self._arm(self.limits.body_timeout_s)
+        self._enter("body")
 
     def on_message_complete(self) -> None:
         super().on_message_complete()
-        self._in_body = False
-        self._disarm()
+        self._phase = None
 
-    def _arm(self, seconds: float) -> None:
-        self._disarm()
-        self._deadline = self.loop.call_later(seconds, self._expired)
+    def _limit(self, phase: str) -> float:
+        return self.limits.head_timeout_s if phase == "head" else self.limits.body_timeout_s
 
-    def _disarm(self) -> None:
-        if self._deadline is not None:
-            self._deadline.cancel()
-            self._deadline = None
+    def _enter(self, phase: str) -> None:
+        self._phase = phase
+        self._phase_started = self.loop.time()
+        if self._timer is None:
+            self._timer = self.loop.call_at(self._phase_started + self._limit(phase), self._check)
 
-    def _expired(self) -> None:
-        self._deadline = None
-        if self.transport.is_closing():
+    def _check(self) -> None:
+        self._timer = None
+        phase = self._phase
+        if phase is None or self.transport.is_closing():
+            return  # between requests (uvicorn's keep-alive timeout applies) or gone: the next phase re-arms
+        due = self._phase_started + self._limit(phase)
+        if self.loop.time() < due:
+            self._timer = self.loop.call_at(due, self._check)
             return
         if self.flow.read_paused:  # not the client's slowness: we stopped reading (pipelining, a full buffer)
-            self._arm(self.limits.body_timeout_s)
+            self._enter("body")
             return
-        if self._in_body and self.cycle.response_started:
+        if phase == "body" and self.cycle.response_started:
             self.transport.close()  # the app answered before the body came (a 413, say): nothing to add
             return
         self._refuse(b"408 Request Timeout", "the request did not arrive in time")
