@@ -49,7 +49,6 @@ EXTENSIONS = ["binary_tensor_data", "statistics", "model_configuration"]
 class Limits:
     max_batch_per_request: int
     request_timeout_s: float
-    allow_non_finite: bool
     model_timeouts_s: dict[str, float]
 
 
@@ -217,7 +216,6 @@ class DataPlane:
                 card.signature,
                 request,
                 max_rows=self._limits.max_batch_per_request,
-                allow_non_finite=self._limits.allow_non_finite,
             )
             outputs = select_outputs(served.name, card.signature, request)
             deadline = asyncio.get_running_loop().time() + self._timeout(served, request, deadline_s)
@@ -285,8 +283,7 @@ class DataPlane:
         in_flight.inc()
         try:
             # no await between finding the variant and queueing on it: a reload cannot slip in between
-            async with asyncio.timeout_at(deadline):
-                return await served.batcher.infer(batch)
+            return await served.batcher.infer(batch, deadline)
         finally:
             in_flight.dec()
 

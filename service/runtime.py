@@ -66,7 +66,6 @@ class Runtime:
         limits = Limits(
             settings.limits.max_batch_per_request,
             settings.limits.request_timeout_s,
-            settings.limits.allow_non_finite,
             settings.limits.model_timeouts_s,
         )
         self.experiments = ExperimentLoop(

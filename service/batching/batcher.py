@@ -19,6 +19,7 @@ import numpy as np
 
 from service.backends.base import Backend
 from service.errors import BackendUnavailable, ModelNotReady, Overloaded
+from service.signature import FiniteCheck
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +36,11 @@ class _Pending:
     @property
     def rows(self) -> int:
         return int(self.batch.shape[0])
+
+
+def _expire(future: asyncio.Future[dict[str, np.ndarray]]) -> None:
+    if not future.done():
+        future.set_exception(TimeoutError())
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,8 +61,10 @@ class DynamicBatcher:
         max_delay_s: float,
         max_queue_size: int,
         instances: int = 1,
+        check: FiniteCheck | None = None,
     ) -> None:
         self.backend = backend
+        self._check = check
         self.name = name
         self._max_rows = max_batch_size
         self._max_delay = max_delay_s
@@ -96,16 +104,28 @@ class DynamicBatcher:
             if not pending.future.done():
                 pending.future.set_exception(Overloaded(f"{self.name} is shutting down"))
 
-    async def infer(self, batch: np.ndarray) -> BatchResult:
+    async def infer(self, batch: np.ndarray, deadline: float | None = None) -> BatchResult:
+        """``batch``'s outputs; TimeoutError at ``deadline`` (event-loop time) if they have not come by then.
+
+        The deadline is one timer on the request's future, not a cancel scope around the await: an expired
+        request leaves the queue unanswered (the worker skips it), and a batch already running finishes
+        for the others.
+        """
         if self._stopped:
             raise ModelNotReady(f"{self.name} has been unloaded")
         loop = asyncio.get_running_loop()
-        pending = _Pending(batch, loop.create_future(), enqueued_at=loop.time())
+        future: asyncio.Future[dict[str, np.ndarray]] = loop.create_future()
+        pending = _Pending(batch, future, loop.time())
         try:
             self._queue.put_nowait(pending)
         except asyncio.QueueFull:
             raise Overloaded(f"{self.name}: queue is full ({self._queue.maxsize} requests waiting)") from None
-        outputs = await pending.future
+        timer = loop.call_at(deadline, _expire, future) if deadline is not None else None
+        try:
+            outputs = await future
+        finally:
+            if timer is not None:
+                timer.cancel()
         return BatchResult(
             outputs, pending.started_at - pending.enqueued_at, pending.batch_rows, pending.compute_s
         )
@@ -156,16 +176,20 @@ class DynamicBatcher:
     async def _run(self, items: list[_Pending]) -> None:
         if not items:
             return
+        batch = items[0].batch if len(items) == 1 else np.concatenate([item.batch for item in items])
+        if self._check is not None:
+            items, batch = self._refuse_non_finite(items, batch, self._check)
+            if not items:
+                return
         now = asyncio.get_running_loop().time()
-        total_rows = sum(item.rows for item in items)
         for item in items:
             item.started_at = now
-            item.batch_rows = total_rows
+            item.batch_rows = batch.shape[0]
         if len(items) == 1:
             await self._run_alone(items[0])
             return
         try:
-            outputs = await self._timed_infer(np.concatenate([item.batch for item in items]), items)
+            outputs = await self._timed_infer(batch, items)
         except BackendUnavailable as exc:
             for item in items:
                 if not item.future.done():
@@ -183,6 +207,25 @@ class DynamicBatcher:
             if not item.future.done():
                 item.future.set_result({key: value[offset : offset + rows] for key, value in outputs.items()})
             offset += rows
+
+    @staticmethod
+    def _refuse_non_finite(
+        items: list[_Pending], batch: np.ndarray, check: FiniteCheck
+    ) -> tuple[list[_Pending], np.ndarray]:
+        """The requests left once those with a non-finite row are answered with the check's error."""
+        refused = check.refused_rows(batch)
+        if refused is None:
+            return items, batch
+        kept: list[_Pending] = []
+        offset = 0
+        for item in items:
+            if refused[offset : offset + item.rows].any():
+                if not item.future.done():
+                    item.future.set_exception(check.error())
+            else:
+                kept.append(item)
+            offset += item.rows
+        return kept, np.concatenate([item.batch for item in kept]) if kept else batch[:0]
 
     async def _timed_infer(self, batch: np.ndarray, items: list[_Pending]) -> dict[str, np.ndarray]:
         loop = asyncio.get_running_loop()

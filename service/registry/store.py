@@ -25,6 +25,7 @@ from contract.layout import (
     scan,
 )
 from service.metrics.window import LiveWindow
+from service.signature import FiniteCheck
 from service.statistics import VariantStatistics
 
 log = logging.getLogger(__name__)
@@ -186,6 +187,9 @@ class ModelStore:
             max_delay_s=batching.max_queue_delay_ms / 1000 if enabled else 0.0,
             max_queue_size=batching.max_queue_size,
             instances=batching.instances if enabled else self._settings.runtime.worker_threads,
+            check=None
+            if self._settings.limits.allow_non_finite
+            else FiniteCheck(model.card.signature.inputs[0].name),
         )
         return ServedVariant(model, batcher)
 

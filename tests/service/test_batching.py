@@ -8,6 +8,7 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+import orjson
 from prometheus_client import CollectorRegistry
 
 from contract.layout import ModelVersion
@@ -122,3 +123,40 @@ def test_a_batch_its_backend_cannot_answer_is_not_resent_request_by_request(
     calls = wrapped[0].batches
     assert sum(calls) == 32, f"batches sent to the dead backend: {calls}"
     assert max(calls) > 1, "the requests were never batched: the test proves nothing"
+
+
+def test_a_non_finite_request_is_refused_alone_from_the_batch_it_was_queued_in(
+    tiny_registry: Path, digits: np.ndarray, references: dict[str, np.ndarray]
+) -> None:
+    """NaN and infinities are checked once per batch (service.signature.FiniteCheck): only their senders get 400."""
+    variant = "student-int8-x86"
+    rows = [digits[i].copy() for i in range(32)]
+    for i in range(0, 32, 4):
+        rows[i].ravel()[7] = np.nan if i % 8 else np.inf
+
+    async def post_binary(url: str) -> list[httpx.Response]:
+        async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+            calls = []
+            for row in rows:
+                raw = row.astype("<f4").tobytes()
+                header = orjson.dumps({"inputs": [{"name": "INPUT__0", "shape": [1, 1, 28, 28], "datatype": "FP32",
+                                                   "parameters": {"binary_data_size": len(raw)}}]})  # fmt: skip
+                calls.append(client.post(
+                    f"/v2/models/mnist-{variant}/infer", content=header + raw,
+                    headers={"inference-header-content-length": str(len(header))},
+                ))  # fmt: skip
+            return await asyncio.gather(*calls)
+
+    settings = make_settings(tiny_registry, batching={"max_batch_size": 32, "max_queue_delay_ms": 50})
+    with run_service(settings) as running:
+        responses = asyncio.run(post_binary(running.url))
+        requests, batched_rows = batch_count_and_rows(running.metrics, variant)
+    refused = [i for i, r in enumerate(responses) if r.status_code == 400]
+    assert refused == list(range(0, 32, 4))
+    assert all("NaN or infinite values are not accepted" in responses[i].json()["error"] for i in refused)
+    kept = [i for i in range(32) if i % 4]
+    assert [responses[i].status_code for i in kept] == [200] * len(kept)
+    served = np.stack([np.asarray(responses[i].json()["outputs"][0]["data"], np.float32) for i in kept])
+    assert_close(served, references[f"mnist-{variant}"][kept])
+    assert requests == len(kept)
+    assert batched_rows / requests > 4, "the finite requests were not batched with the refused ones"
