@@ -74,7 +74,9 @@ def decode_binary(
         raise InvalidInput(
             f"input '{tensor}': shape {shape} of {datatype} needs {expected} bytes, got {len(raw)}"
         )
-    return np.frombuffer(raw, dtype=dtype).reshape(shape)
+    # bytearray copies under the GIL: numpy's own copy of an array this size would release it (see
+    # service.signature.FiniteCheck), and the array must be writable and the request's own anyway
+    return np.frombuffer(bytearray(raw), dtype=dtype).reshape(shape)
 
 
 def datatype_of(array: np.ndarray) -> str:

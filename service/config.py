@@ -135,6 +135,12 @@ class RuntimeSettings(BaseModel):
         "LATENCY", description="OpenVINO performance hint for the CPU plugin."
     )
     worker_threads: int = Field(2, ge=1, description="Threads running inference off the event loop.")
+    inline_below_ms: float = Field(
+        0.25,
+        ge=0,
+        description="A batch expected to compute in less than this runs on the event loop itself: handing it "
+        "to an inference thread and back costs about that much (wake-ups, the GIL). 0: always a thread.",
+    )
     warmup_iterations: int = Field(3, ge=0)
     gc_freeze: bool = Field(
         True,

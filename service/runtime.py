@@ -113,8 +113,14 @@ class Runtime:
         if config.kind == "triton":
             backend = TritonBackend(model, config)
         else:
-            warmup = self.settings.runtime.warmup_iterations
-            backend = InProcessBackend(model, self._executor, self._runner_options, warmup)
+            runtime = self.settings.runtime
+            backend = InProcessBackend(
+                model,
+                self._executor,
+                self._runner_options,
+                runtime.warmup_iterations,
+                inline_below_s=runtime.inline_below_ms / 1000,
+            )
         return self._backend_wrapper(backend, model) if self._backend_wrapper else backend
 
     async def _run_shadow(self, model: str, batch: np.ndarray) -> np.ndarray:

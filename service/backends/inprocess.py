@@ -1,5 +1,10 @@
 """In-process backend for every artifact format: TorchScript, ONNX Runtime and OpenVINO.
 
+A batch runs on the shared inference threads, unless it is expected to take less time than the hand-off to
+a thread and back (``runtime.inline_below_ms``): measured on one core, a one-digit int8 batch computed in
+about 60 µs and its trip through the thread pool cost about twice that, which is what a lone request (and a
+gRPC call, whose batches are small) waited for.
+
 The format-specific work (verify checksums, open the file, run a batch) is ``contract.runners``, the same code
 the pipeline measured the card's metrics with; this class adds what serving needs around it: loading and
 warm-up off the event loop, inference on the shared thread pool, and the ``backend`` label naming the runtime.
@@ -9,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from concurrent.futures import Executor
 
 import numpy as np
@@ -19,15 +25,48 @@ from contract.runners import Runner, RunnerOptions, open_runner, runtime_of
 log = logging.getLogger(__name__)
 
 
+class RowCost:
+    """What a row costs this variant, as a moving average of wall time over recent small batches.
+
+    Wall time, not CPU time: measured on a thread that shares its core with the event loop it includes
+    the waits, so under load the estimate grows and batches go back to the threads, where they overlap
+    with the loop's own work. Unknown (never measured) is expensive.
+    """
+
+    SMALL = 4  # rows: larger batches cost less per row and would make the estimate optimistic
+    WEIGHT = 0.1
+
+    def __init__(self) -> None:
+        self._per_row_s = float("inf")
+
+    def observe(self, rows: int, seconds: float) -> None:
+        if rows <= self.SMALL:
+            per_row = seconds / rows
+            known = self._per_row_s != float("inf")
+            self._per_row_s = (
+                per_row if not known else self._per_row_s + self.WEIGHT * (per_row - self._per_row_s)
+            )
+
+    def expected(self, rows: int) -> float:
+        return self._per_row_s * rows
+
+
 class InProcessBackend:
     def __init__(
-        self, version: ModelVersion, executor: Executor, options: RunnerOptions, warmup_iterations: int = 3
+        self,
+        version: ModelVersion,
+        executor: Executor,
+        options: RunnerOptions,
+        warmup_iterations: int = 3,
+        inline_below_s: float = 0.0,
     ) -> None:
         self._version = version
         self._executor = executor
         self._options = options
         self._warmup_iterations = warmup_iterations
         self._runner: Runner | None = None
+        self._inline_below_s = inline_below_s
+        self._row_cost = RowCost()
         self.kind = runtime_of(version.card.format)
 
     @property
@@ -42,7 +81,7 @@ class InProcessBackend:
         runner = open_runner(self._version, self._options)
         warm = np.zeros(self._version.example_shape(rows=1), dtype=np.float32)
         for _ in range(self._warmup_iterations):
-            runner(warm)
+            self._timed(runner, warm)
         self._runner = runner
         log.info(
             "loaded %s version %d (%s %s on %s)",
@@ -54,13 +93,21 @@ class InProcessBackend:
         )
 
     async def infer(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        if self._row_cost.expected(batch.shape[0]) < self._inline_below_s:
+            return self._infer_blocking(batch)
         return await asyncio.get_running_loop().run_in_executor(self._executor, self._infer_blocking, batch)
 
     def _infer_blocking(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         runner = self._runner
         if runner is None:
             raise RuntimeError(f"{self._version.card.name} is not loaded")
-        return runner(batch)
+        return self._timed(runner, batch)
+
+    def _timed(self, runner: Runner, batch: np.ndarray) -> dict[str, np.ndarray]:
+        started = time.perf_counter()
+        outputs = runner(batch)
+        self._row_cost.observe(batch.shape[0], time.perf_counter() - started)
+        return outputs
 
     async def unload(self) -> None:
         self._runner = None
