@@ -24,6 +24,9 @@ class Contender:
     run: Load
     rows_per_request: int = 1
 
+    def figure(self, result: LoadResult, unit: str) -> float:
+        return result.p50_ms if unit == "ms p50" else result.throughput * self.rows_per_request
+
 
 @dataclass(frozen=True)
 class HeadToHead:
@@ -42,10 +45,16 @@ class HeadToHead:
 
     @property
     def passed(self) -> bool:
-        return self.ratio >= self.threshold and self.failures == 0
+        within = self.ratio <= self.threshold if self.unit == "ms p50" else self.ratio >= self.threshold
+        return within and self.failures == 0
 
 
-def compete(target: str, threshold: float, a: Contender, b: Contender, rounds: int) -> HeadToHead:
+def compete(
+    target: str, threshold: float, a: Contender, b: Contender, rounds: int, latency: bool = False
+) -> HeadToHead:
+    """Alternate A and B ``rounds`` times; throughput (A / B ≥ threshold) or, with ``latency``, the p50
+    (A / B ≤ threshold)."""
+    unit = "ms p50" if latency else "rows/s" if max(a.rows_per_request, b.rows_per_request) > 1 else "req/s"
     a_rounds: list[float] = []
     b_rounds: list[float] = []
     failures = 0
@@ -53,8 +62,7 @@ def compete(target: str, threshold: float, a: Contender, b: Contender, rounds: i
         for contender, results in ((a, a_rounds), (b, b_rounds)):
             result = contender.run()
             failures += result.failures
-            results.append(result.throughput * contender.rows_per_request)
-    unit = "rows/s" if max(a.rows_per_request, b.rows_per_request) > 1 else "req/s"
+            results.append(contender.figure(result, unit))
     outcome = HeadToHead(target, threshold, unit, a.label, b.label, a_rounds, b_rounds, failures)
     print(f"{target}: {outcome.ratio:.2f}x ({a.label} {a_rounds} vs {b.label} {b_rounds})", flush=True)
     return outcome
@@ -148,19 +156,26 @@ def head_to_heads(
 
 
 def markdown(outcomes: list[HeadToHead], rounds: int, seconds: float) -> list[str]:
-    lines = [
+    return [
         "## Targets, head to head",
         "",
         f"Each line alternates A and B for {rounds} rounds of {seconds:g} s on the same service(s) and compares "
         "medians (per-round figures in brackets). Batching on and off are two service processes started "
         "side by side, only one of them under load at a time.",
         "",
+        *outcome_table(outcomes),
+    ]
+
+
+def outcome_table(outcomes: list[HeadToHead]) -> list[str]:
+    lines = [
         "| target | A | B | A per round | B per round | A / B | verdict |",
         "|---|---|---|---|---|---:|---|",
     ]
     for o in outcomes:
-        a_rounds = ", ".join(f"{v:,.0f}" for v in o.a_rounds)
-        b_rounds = ", ".join(f"{v:,.0f}" for v in o.b_rounds)
+        shown = "{:,.2f}" if o.unit == "ms p50" else "{:,.0f}"
+        a_rounds = ", ".join(shown.format(v) for v in o.a_rounds)
+        b_rounds = ", ".join(shown.format(v) for v in o.b_rounds)
         verdict = "PASS" if o.passed else "MISS"
         if o.failures:
             verdict += f" ({o.failures} failed requests)"

@@ -80,7 +80,14 @@ def _latency_ms(text: str, label: str) -> float:
     return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
 
 
-def run_wrk(url: str, body: bytes, headers: dict[str, str], connections: int, seconds: float) -> LoadResult:
+def pinned(command: list[str], cpu: int | None) -> list[str]:
+    """``command`` run on one CPU (taskset), or anywhere when ``cpu`` is None."""
+    return command if cpu is None else ["taskset", "-c", str(cpu), *command]
+
+
+def run_wrk(
+    url: str, body: bytes, headers: dict[str, str], connections: int, seconds: float, cpu: int | None = None
+) -> LoadResult:
     with tempfile.TemporaryDirectory() as folder:
         body_path = Path(folder) / "body"
         body_path.write_bytes(body)
@@ -97,7 +104,7 @@ def run_wrk(url: str, body: bytes, headers: dict[str, str], connections: int, se
             str(script),
             url,
         ]
-        text = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+        text = subprocess.run(pinned(command, cpu), check=True, capture_output=True, text=True).stdout
     requests = int(re.search(r"(\d+) requests in ([\d.]+)(ms|s)", text).group(1))  # type: ignore[union-attr]
     non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
     errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)
@@ -106,7 +113,12 @@ def run_wrk(url: str, body: bytes, headers: dict[str, str], connections: int, se
 
 
 def run_h2load(
-    url: str, frame: bytes, streams: int, seconds: float, connections: int | None = None
+    url: str,
+    frame: bytes,
+    streams: int,
+    seconds: float,
+    connections: int | None = None,
+    cpu: int | None = None,
 ) -> LoadResult:
     """``streams`` concurrent calls spread over ``connections`` HTTP/2 connections (default: 4, or 1 below 4)."""
     if connections is None:
@@ -120,7 +132,7 @@ def run_h2load(
             "-d", str(body), "-H", "content-type: application/grpc", "-H", "te: trailers",
             "--log-file", str(log), url,
         ]  # fmt: skip
-        text = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+        text = subprocess.run(pinned(command, cpu), check=True, capture_output=True, text=True).stdout
         durations_us = [int(line.split("\t")[2]) for line in log.read_text().splitlines() if line]
     done = re.search(r"requests: \d+ total, \d+ started, (\d+) done, (\d+) succeeded, (\d+) failed", text)
     if not done or not durations_us:

@@ -21,9 +21,29 @@ def free_port() -> int:
         return port
 
 
+def wait_until_ok(url: str, timeout_s: float, what: str) -> None:
+    """Poll ``url`` until it answers 200; TimeoutError naming ``what`` after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with contextlib.suppress(httpx.TransportError):
+            if httpx.get(url).status_code == 200:
+                return
+        time.sleep(0.2)
+    raise TimeoutError(f"{what} did not become ready")
+
+
 @contextlib.contextmanager
-def service(registry: Path, batching: bool, extra: list[str] | None = None) -> Iterator[tuple[int, int, int]]:
-    """``python -m service`` on free ports until the block ends: (HTTP port, gRPC port, PID) once ready."""
+def service(
+    registry: Path,
+    batching: bool,
+    extra: list[str] | None = None,
+    cpu: int | None = None,
+    cwd: Path | None = None,
+) -> Iterator[tuple[int, int, int]]:
+    """``python -m service`` on free ports until the block ends: (HTTP port, gRPC port, PID) once ready.
+
+    ``cpu`` pins it to one CPU; ``cwd`` runs the service found there (a worktree of another revision).
+    """
     http_port, grpc_port = free_port(), free_port()
     command = [
         sys.executable, "-m", "service", "--registry.path", str(registry),
@@ -31,16 +51,11 @@ def service(registry: Path, batching: bool, extra: list[str] | None = None) -> I
         "--server.log_level", "warning", "--batching.enabled" if batching else "--no-batching.enabled",
         *(extra or []),
     ]  # fmt: skip
-    process = subprocess.Popen(command)
+    if cpu is not None:
+        command = ["taskset", "-c", str(cpu), *command]  # taskset execs: the PID stays the service's
+    process = subprocess.Popen(command, cwd=cwd)
     try:
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            with contextlib.suppress(httpx.TransportError):
-                if httpx.get(f"http://127.0.0.1:{http_port}/v2/health/ready").status_code == 200:
-                    break
-            time.sleep(0.2)
-        else:
-            raise TimeoutError("the service did not become ready")
+        wait_until_ok(f"http://127.0.0.1:{http_port}/v2/health/ready", 180, "the service")
         yield http_port, grpc_port, process.pid
     finally:
         process.terminate()

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from benchmarks import pinned
 from benchmarks.experiment_state import StateCost, measure_state_cost, state_cost_markdown
 from benchmarks.headtohead import MESSAGES_PER_STREAM, HeadToHead, grpc, grpc_stream, head_to_heads, markdown
 from benchmarks.loadgen import LoadResult, binary_body, grpc_frame, json_body, real_digit, run_h2load, run_wrk
@@ -202,6 +203,7 @@ def report(
     state_cost: StateCost,
     seconds: float,
     rounds: int,
+    pinned_section: list[str],
 ) -> str:
     lines = [
         "# Serving benchmark",
@@ -211,11 +213,14 @@ def report(
         f"- Date: {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC",
         f"- Load: wrk 1 thread (HTTP), h2load 4 connections (gRPC, streams = concurrency), {seconds:g} s per "
         "row, one real MNIST digit per request; service: one process, 2 inference threads, 1 torch "
-        "thread each, batching max 32 rows, greedy (no added delay). Client and server share the same 2 cores.",
+        "thread each, batching max 32 rows, greedy (no added delay). After the first section, client and "
+        "server share the same 2 cores.",
         '- `served` is the service\'s own `slimserve_requests_total{status="ok"}` increase during the row; '
         "the load generator's count may exceed it by at most the requests in flight when it stopped.",
         f"- `http-binary x{ROWS_PER_BIG_REQUEST}` rows send {ROWS_PER_BIG_REQUEST} digits per request (rows/s = "
         f"req/s × {ROWS_PER_BIG_REQUEST}): with one digit per request the HTTP stack, not the model, is the limit.",
+        "",
+        *pinned_section,
         "",
         "## In-process (each variant through its own runtime, 1 thread)",
         "",
@@ -363,8 +368,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-triton", dest="triton", action="store_false", help="skip the Triton rows")
     parser.add_argument("--rounds", type=int, default=3, help="alternations per head-to-head target")
     parser.add_argument("--targets-only", action="store_true", help="only the head-to-head targets")
+    parser.add_argument("--before", metavar="REVISION", help="also profile the service at this git revision")
+    parser.add_argument("--pinned-only", action="store_true", help="only the one-core section, printed")
     args = parser.parse_args(argv)
     digit = real_digit()
+    pinned_section = pinned.markdown(
+        pinned.measure(args.registry, digit, args.seconds, args.rounds, args.before),
+        args.rounds,
+        args.seconds,
+    )
+    if args.pinned_only:
+        print("\n".join(pinned_section))
+        return
     inproc = {v: in_process(args.registry / f"mnist-{v}" / latest(args.registry / f"mnist-{v}"), digit)
               for v in args.variants}  # fmt: skip
     outcomes, latency = compare(args.registry, digit, args.seconds, args.rounds)
@@ -394,7 +409,16 @@ def main(argv: list[str] | None = None) -> None:
     command = "python -m benchmarks.serving " + " ".join(sys.argv[1:] if argv is None else argv)
     args.out.write_text(
         report(
-            command.strip(), rows, inproc, outcomes, latency, ceilings, state_cost, args.seconds, args.rounds
+            command.strip(),
+            rows,
+            inproc,
+            outcomes,
+            latency,
+            ceilings,
+            state_cost,
+            args.seconds,
+            args.rounds,
+            pinned_section,
         )
     )
     print(f"wrote {args.out}")

@@ -57,14 +57,19 @@ class TritonInstall:
         return env
 
 
-def triton_install(venv: Path = TRITON_VENV, python: str | None = None) -> TritonInstall:
+def triton_install(
+    venv: Path = TRITON_VENV, python: str | None = None, extra: str | None = None
+) -> TritonInstall:
     """Create (idempotently) and describe the Triton venv; fail loudly if that is impossible.
 
-    ``python`` is the interpreter a new venv is made with (the script's default: python3.11 or python3).
+    ``python`` is the interpreter a new venv is made with (the script's default: python3.11 or python3);
+    ``extra`` are more requirements for it (the serving benchmark's venv adds torch).
     """
     env = dict(os.environ)
     if python is not None:
         env["PYTHON"] = python
+    if extra is not None:
+        env["TRITON_VENV_EXTRA"] = extra
     result = subprocess.run(
         ["sh", str(VENV_SCRIPT), str(venv)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800
     )

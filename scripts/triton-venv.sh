@@ -3,6 +3,8 @@
 # integration tests in tests/triton. It is separate from .venv because nvidia-pytriton pins numpy<2.
 #
 #   scripts/triton-venv.sh [VENV]          (default: .triton-venv)
+#   TRITON_VENV_EXTRA="torch==2.13.0" scripts/triton-venv.sh .triton-torch-venv
+#                                          (the serving benchmark: TorchScript in the python backend)
 #
 # Idempotent: a venv already built with the same requirements is only checked, not reinstalled. The
 # wheel's tritonserver has only the python backend, and that backend needs the stub built for the venv's
@@ -13,7 +15,7 @@
 set -eu
 
 venv="${1:-.triton-venv}"
-requirements="nvidia-pytriton==0.7.0 numpy<2 onnxruntime>=1.20,<2"
+requirements="nvidia-pytriton==0.7.0 numpy<2 onnxruntime>=1.20,<2${TRITON_VENV_EXTRA:+ $TRITON_VENV_EXTRA}"
 marker="$venv/.slimserve-triton-ready"
 
 mkdir -p "$venv"
