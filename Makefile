@@ -53,7 +53,7 @@ bench-compression: setup
 
 bench-serving: registry
 	scripts/system-deps.sh bench
-	$(BIN)/python -m benchmarks.serving --registry $(REGISTRY) --out benchmarks/serving.md
+	$(BIN)/python -m benchmarks.serving --registry $(REGISTRY) --out benchmarks/serving.md $(if $(BEFORE),--before $(BEFORE))
 
 soak: registry
 	scripts/system-deps.sh bench
