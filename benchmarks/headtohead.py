@@ -69,26 +69,42 @@ def compete(
 
 
 def http(
-    port: int, variant: str, body: tuple[bytes, dict[str, str]], concurrency: int, seconds: float
+    port: int,
+    variant: str,
+    body: tuple[bytes, dict[str, str]],
+    concurrency: int,
+    seconds: float,
+    cpu: int | None = None,
 ) -> Load:
+    """wrk against an mnist variant; ``cpu`` pins the load generator."""
     url = f"http://127.0.0.1:{port}/v2/models/mnist-{variant}/infer"
-    return lambda: run_wrk(url, *body, concurrency, seconds)
+    return lambda: run_wrk(url, *body, concurrency, seconds, cpu=cpu)
 
 
-def grpc(port: int, variant: str, digit: np.ndarray, streams: int, connections: int, seconds: float) -> Load:
+def grpc(
+    port: int,
+    variant: str,
+    digit: np.ndarray,
+    streams: int,
+    connections: int,
+    seconds: float,
+    cpu: int | None = None,
+) -> Load:
     url = f"http://127.0.0.1:{port}/inference.GRPCInferenceService/ModelInfer"
     frame = grpc_frame(f"mnist-{variant}", digit)
-    return lambda: run_h2load(url, frame, streams, seconds, connections)
+    return lambda: run_h2load(url, frame, streams, seconds, connections, cpu=cpu)
 
 
 MESSAGES_PER_STREAM = 16
 
 
-def grpc_stream(port: int, variant: str, digit: np.ndarray, in_flight: int, seconds: float) -> Load:
+def grpc_stream(
+    port: int, variant: str, digit: np.ndarray, in_flight: int, seconds: float, cpu: int | None = None
+) -> Load:
     """``in_flight`` messages over one connection: streams of MESSAGES_PER_STREAM one-digit requests each."""
     url = f"http://127.0.0.1:{port}/inference.GRPCInferenceService/ModelStreamInfer"
     frames = grpc_frame(f"mnist-{variant}", digit) * MESSAGES_PER_STREAM
-    return lambda: run_h2load(url, frames, in_flight // MESSAGES_PER_STREAM, seconds, 1)
+    return lambda: run_h2load(url, frames, in_flight // MESSAGES_PER_STREAM, seconds, 1, cpu=cpu)
 
 
 def head_to_heads(

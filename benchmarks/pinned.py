@@ -32,8 +32,18 @@ import numpy as np
 from google.protobuf import text_format
 
 from benchmarks import budget
-from benchmarks.headtohead import MESSAGES_PER_STREAM, Contender, HeadToHead, compete, outcome_table
-from benchmarks.loadgen import LoadResult, binary_body, grpc_frame, json_body, run_h2load, run_wrk
+from benchmarks.headtohead import (
+    MESSAGES_PER_STREAM,
+    Contender,
+    HeadToHead,
+    Load,
+    compete,
+    grpc,
+    grpc_stream,
+    http,
+    outcome_table,
+)
+from benchmarks.loadgen import LoadResult, binary_body, json_body
 from benchmarks.processes import free_port, service, wait_until_ok
 from contract import layout, torchscript
 from contract.card import ArtifactFormat
@@ -45,7 +55,7 @@ SERVER_CPU, LOAD_CPU = 0, 1
 TORCH_VENV = ROOT / ".triton-torch-venv"
 TORCHSCRIPT_MODEL = Path(__file__).parent / "triton_torchscript" / "model.py"
 TRITON_QUEUE_DELAY_US = 500
-INT8, TEACHER, INT8_ONNX = "mnist-student-int8-x86", "mnist-teacher-fp32", "mnist-student-int8-onnx"
+INT8, TEACHER, INT8_ONNX = "student-int8-x86", "teacher-fp32", "student-int8-onnx"  # mnist variants
 C = 64
 
 
@@ -129,32 +139,6 @@ class Pinned:
     before: str | None
 
 
-def http(
-    port: int, model: str, body: tuple[bytes, dict[str, str]], concurrency: int, seconds: float
-) -> Contender:
-    url = f"http://127.0.0.1:{port}/v2/models/{model}/infer"
-    return Contender("", lambda: run_wrk(url, *body, concurrency, seconds, cpu=LOAD_CPU))
-
-
-def named(label: str, contender: Contender, rows: int = 1) -> Contender:
-    return Contender(label, contender.run, rows)
-
-
-def grpc_unary(port: int, model: str, digit: np.ndarray, seconds: float) -> Contender:
-    url = f"http://127.0.0.1:{port}/inference.GRPCInferenceService/ModelInfer"
-    frame = grpc_frame(model, digit)
-    return Contender("gRPC unary, 1 connection × 64 streams",
-                     lambda: run_h2load(url, frame, C, seconds, 1, cpu=LOAD_CPU))  # fmt: skip
-
-
-def grpc_stream(port: int, model: str, digit: np.ndarray, seconds: float) -> Contender:
-    url = f"http://127.0.0.1:{port}/inference.GRPCInferenceService/ModelStreamInfer"
-    frames = grpc_frame(model, digit) * MESSAGES_PER_STREAM
-    streams = C // MESSAGES_PER_STREAM
-    return Contender(f"ModelStreamInfer, {streams} streams × {MESSAGES_PER_STREAM} in flight",
-                     lambda: run_h2load(url, frames, streams, seconds, 1, cpu=LOAD_CPU), MESSAGES_PER_STREAM)  # fmt: skip
-
-
 def sampled(pid: int, load: Contender, seconds: float) -> budget.Budget:
     """Profile ``pid`` while ``load`` runs (py-spy on the load generator's CPU), starting a second in."""
     result: list[LoadResult] = []
@@ -175,51 +159,61 @@ def measure(registry: Path, digit: np.ndarray, seconds: float, rounds: int, befo
     with contextlib.ExitStack() as stack:
         folder = Path(stack.enter_context(tempfile.TemporaryDirectory()))
         ours_http, ours_grpc, ours_pid = stack.enter_context(service(registry, True, cpu=SERVER_CPU))
-        triton_http = stack.enter_context(triton(registry, [INT8, TEACHER, INT8_ONNX], folder))
-        naive_http = stack.enter_context(naive(registry, INT8))
+        triton_http = stack.enter_context(
+            triton(registry, [f"mnist-{v}" for v in (INT8, TEACHER, INT8_ONNX)], folder)
+        )
+        naive_http = stack.enter_context(naive(registry, f"mnist-{INT8}"))
         earlier: tuple[int, int, int] | None = None
         if before is not None:
             tree = stack.enter_context(worktree(before, folder))
             earlier = stack.enter_context(service(registry, True, cpu=SERVER_CPU, cwd=tree))
 
-        def ours(
-            model: str, body: tuple[bytes, dict[str, str]] = one_json, concurrency: int = C
-        ) -> Contender:
-            return http(ours_http, model, body, concurrency, seconds)
+        def ours(variant: str, body: tuple[bytes, dict[str, str]] = one_json, concurrency: int = C) -> Load:
+            return http(ours_http, variant, body, concurrency, seconds, LOAD_CPU)
 
-        def theirs(model: str) -> Contender:
-            return http(triton_http, model, one_json, C, seconds)
+        def theirs(variant: str) -> Load:
+            return http(triton_http, variant, one_json, C, seconds, LOAD_CPU)
 
+        streams = C // MESSAGES_PER_STREAM
+        unary = Contender(
+            "gRPC unary, 1 connection × 64 streams", grpc(ours_grpc, INT8, digit, C, 1, seconds, LOAD_CPU)
+        )
+        stream = Contender(
+            f"ModelStreamInfer, {streams} streams × {MESSAGES_PER_STREAM} in flight",
+            grpc_stream(ours_grpc, INT8, digit, C, seconds, LOAD_CPU),
+            MESSAGES_PER_STREAM,
+        )
+        json_int8 = Contender("HTTP JSON", ours(INT8))
         outcomes = [
             compete("int8 student, 1 digit per request (JSON), 64 connections: slimserve ≥ 1.0× Triton "
-                    "(stretch 1.5×)", 1.0, named("slimserve", ours(INT8)), named("Triton", theirs(INT8)), rounds),
-            compete("teacher, 1 digit per request (JSON), 64 connections: slimserve ≥ 1.5× Triton", 1.5,
-                    named("slimserve", ours(TEACHER)), named("Triton", theirs(TEACHER)), rounds),
-            compete("(context) the int8 ONNX file, served by ONNX Runtime in both", 1.0,
-                    named("slimserve", ours(INT8_ONNX)), named("Triton", theirs(INT8_ONNX)), rounds),
-            compete("int8 student at concurrency 1: slimserve's p50 ≤ the naive FastAPI handler's", 1.0,
-                    named("slimserve", ours(INT8, concurrency=1)),
-                    named("naive FastAPI", http(naive_http, INT8, one_json, 1, seconds)), rounds, latency=True),
-            compete("int8 served ≥ 2× the teacher served, 1 digit per request (JSON), 64 connections", 2.0,
-                    named("int8", ours(INT8)), named("teacher", ours(TEACHER)), rounds),
-            compete("int8 served ≥ 3× the teacher served, 32 digits per request (binary), 64 connections, rows/s",
-                    3.0, named("int8", ours(INT8, many_binary), 32), named("teacher", ours(TEACHER, many_binary), 32),
+                    "(stretch 1.5×)", 1.0, Contender("slimserve", ours(INT8)), Contender("Triton", theirs(INT8)),
                     rounds),
-            compete("ModelStreamInfer ≥ 1.5× HTTP JSON, 1 digit per request, 64 in flight", 1.5,
-                    grpc_stream(ours_grpc, INT8, digit, seconds), named("HTTP JSON", ours(INT8)), rounds),
-            compete("unary gRPC ≥ 1.0× HTTP JSON, 1 digit per request, 64 in flight", 1.0,
-                    grpc_unary(ours_grpc, INT8, digit, seconds), named("HTTP JSON", ours(INT8)), rounds),
+            compete("teacher, 1 digit per request (JSON), 64 connections: slimserve ≥ 1.5× Triton", 1.5,
+                    Contender("slimserve", ours(TEACHER)), Contender("Triton", theirs(TEACHER)), rounds),
+            compete("(context) the int8 ONNX file, served by ONNX Runtime in both", 1.0,
+                    Contender("slimserve", ours(INT8_ONNX)), Contender("Triton", theirs(INT8_ONNX)), rounds),
+            compete("int8 student at concurrency 1: slimserve's p50 ≤ the naive FastAPI handler's", 1.0,
+                    Contender("slimserve", ours(INT8, concurrency=1)),
+                    Contender("naive FastAPI", http(naive_http, INT8, one_json, 1, seconds, LOAD_CPU)), rounds,
+                    latency=True),
+            compete("int8 served ≥ 2× the teacher served, 1 digit per request (JSON), 64 connections", 2.0,
+                    Contender("int8", ours(INT8)), Contender("teacher", ours(TEACHER)), rounds),
+            compete("int8 served ≥ 3× the teacher served, 32 digits per request (binary), 64 connections, rows/s",
+                    3.0, Contender("int8", ours(INT8, many_binary), 32),
+                    Contender("teacher", ours(TEACHER, many_binary), 32), rounds),
+            compete("ModelStreamInfer ≥ 1.5× HTTP JSON, 1 digit per request, 64 in flight", 1.5, stream, json_int8,
+                    rounds),
+            compete("unary gRPC ≥ 1.0× HTTP JSON, 1 digit per request, 64 in flight", 1.0, unary, json_int8, rounds),
         ]  # fmt: skip
         budgets: dict[str, budget.Budget] = {}
         if earlier is not None:
             before_http, _, before_pid = earlier
-            budgets[f"HTTP JSON, before ({before})"] = sampled(
-                before_pid, http(before_http, INT8, one_json, C, seconds), seconds
-            )
-        budgets["HTTP JSON"] = sampled(ours_pid, ours(INT8), seconds)
-        budgets["HTTP binary"] = sampled(ours_pid, ours(INT8, one_binary), seconds)
-        budgets["gRPC unary"] = sampled(ours_pid, grpc_unary(ours_grpc, INT8, digit, seconds), seconds)
-        budgets["gRPC stream"] = sampled(ours_pid, grpc_stream(ours_grpc, INT8, digit, seconds), seconds)
+            before_json = Contender("", http(before_http, INT8, one_json, C, seconds, LOAD_CPU))
+            budgets[f"HTTP JSON, before ({before})"] = sampled(before_pid, before_json, seconds)
+        budgets["HTTP JSON"] = sampled(ours_pid, json_int8, seconds)
+        budgets["HTTP binary"] = sampled(ours_pid, Contender("", ours(INT8, one_binary)), seconds)
+        budgets["gRPC unary"] = sampled(ours_pid, unary, seconds)
+        budgets["gRPC stream"] = sampled(ours_pid, stream, seconds)
     return Pinned(outcomes, budgets, before)
 
 

@@ -36,9 +36,8 @@ def prepare_input(model: str, signature: Signature, request: InferRequest, *, ma
             f"input '{spec.name}': batch of {rows} rows; between 1 and {max_rows} are accepted"
         )
     wanted = NUMPY_DTYPES[spec.datatype]
-    # the decoders make a fresh array per request; one that is read-only (a view of the body) is copied
-    converted = array if array.dtype == wanted and array.flags.writeable else array.astype(wanted)
-    return converted
+    # the decoders make a fresh, writable array per request: only another datatype (or a read-only array) copies
+    return array if array.dtype == wanted and array.flags.writeable else array.astype(wanted)
 
 
 @dataclass(frozen=True, slots=True)
