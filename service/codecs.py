@@ -23,6 +23,8 @@ NUMPY_DTYPES: dict[str, np.dtype[Any]] = {
     "FP32": np.dtype("<f4"),
     "FP64": np.dtype("<f8"),
 }
+GIL_HELD_ELEMENTS = 500  # numpy's loops release the GIL above this many elements
+CAST_IN_SLICES_UP_TO = 16 * GIL_HELD_ELEMENTS
 DATATYPES: dict[np.dtype[Any], str] = {dtype: name for name, dtype in NUMPY_DTYPES.items()}
 
 
@@ -63,6 +65,35 @@ def decode_json(
             f"input '{tensor}': shape {shape} needs {expected} elements, data has {array.size}"
         )
     return array.reshape(shape)
+
+
+def decode_float_values(
+    tensor: str, datatype: str, shape: list[int], values: np.ndarray, max_elements: int
+) -> np.ndarray:
+    """``data`` a JSON parser already read as flat float64 values, as an array of ``datatype`` and ``shape``."""
+    dtype = numpy_dtype(tensor, datatype)
+    expected = element_count(tensor, shape, max_elements)
+    if values.size != expected:
+        raise InvalidInput(
+            f"input '{tensor}': shape {shape} needs {expected} elements, data has {values.size}"
+        )
+    return cast_holding_gil(values, dtype).reshape(shape)
+
+
+def cast_holding_gil(values: np.ndarray, dtype: np.dtype[Any]) -> np.ndarray:
+    """``values.astype(dtype)``, without releasing the GIL for a request-sized array.
+
+    numpy releases the GIL for a cast of more than 500 elements. On the event loop, with an inference
+    thread waiting for it, that is a thread switch there and back for every request, which cost more than
+    the cast; slices of 500 stay under numpy's threshold. Large arrays are cast whole.
+    """
+    if values.size > CAST_IN_SLICES_UP_TO:
+        return values.astype(dtype)
+    cast = np.empty(values.size, dtype=dtype)
+    flat = values.reshape(-1)
+    for start in range(0, values.size, GIL_HELD_ELEMENTS):
+        cast[start : start + GIL_HELD_ELEMENTS] = flat[start : start + GIL_HELD_ELEMENTS]
+    return cast
 
 
 def decode_binary(

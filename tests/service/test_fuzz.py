@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
+import orjson
 import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
@@ -12,6 +14,7 @@ from hypothesis.extra import numpy as hnp
 from schemathesis.checks import not_a_server_error
 from schemathesis.core.result import Err
 
+from service.api.http.json_tensors import split_float_data
 from service.api.http.wire import decode_infer_request
 from service.codecs import NUMPY_DTYPES, decode_binary, decode_json
 from service.errors import InvalidInput, SlimServeError
@@ -103,3 +106,62 @@ def test_any_body_decodes_or_raises_a_client_error(body: bytes, header_length: s
         decode_infer_request(body, header_length, LIMIT)
     except SlimServeError as error:
         assert 400 <= error.http_status < 500
+
+
+bounded_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.floats(width=64) | st.text(max_size=3),
+    lambda children: st.lists(children, max_size=4),
+    max_leaves=40,
+)
+
+
+@given(
+    st.sampled_from(["FP32", "FP32", "FP64", "INT32"]),
+    st.lists(st.integers(-1, 6), max_size=3),
+    st.one_of(st.lists(st.floats(width=32) | st.integers(-(2**40), 2**40), max_size=30), bounded_json_values),
+)
+def test_a_json_body_decodes_alike_through_simdjson_and_the_general_decoder(
+    datatype: str, shape: list[int], data: Any
+) -> None:
+    """A pure JSON body takes the simdjson path; the same bytes as a binary request's JSON header (a header
+    length covering the whole body) take the general one: same array, or the same error."""
+    body = orjson.dumps(
+        {"id": "r", "inputs": [{"name": "x", "shape": shape, "datatype": datatype, "data": data}]}
+    )
+    outcomes: list[np.ndarray | str] = []
+    for header_length in (None, str(len(body))):
+        try:
+            with warnings.catch_warnings():  # both paths cast 1e39 to an FP32 inf, which numpy warns about
+                warnings.simplefilter("ignore", RuntimeWarning)
+                outcomes.append(decode_infer_request(body, header_length, LIMIT).inputs[0].array)
+        except InvalidInput as error:
+            outcomes.append(error.message)
+    fast, general = outcomes
+    if isinstance(general, str):
+        assert fast == general
+    else:
+        assert isinstance(fast, np.ndarray) and fast.dtype == general.dtype and fast.flags.writeable
+        np.testing.assert_array_equal(fast, general)
+
+
+def test_flat_fp32_data_is_taken_by_simdjson_and_anything_else_is_left_to_the_general_decoder() -> None:
+    def body(data: Any, datatype: str = "FP32") -> bytes:
+        return orjson.dumps({"inputs": [{"name": "x", "shape": [2], "datatype": datatype, "data": data}]})
+
+    split = split_float_data(body([0.5, 2]))
+    assert split is not None
+    document, taken = split
+    assert document == {"inputs": [{"name": "x", "shape": [2], "datatype": "FP32"}]}
+    np.testing.assert_array_equal(taken[0], [0.5, 2.0])
+    for nested in (
+        [[0.5], [2]],
+        [[0.5], [2, 3], []],
+        [0.5, [2]],
+    ):  # evenness is the general decoder's to check
+        assert split_float_data(body(nested)) is None
+    assert split_float_data(body([0.5, 2]).replace(b'"x"', b'"[\\u005b"')) is None  # escapes: not counted
+    assert split_float_data(body([0.5, True])) is None
+    assert split_float_data(b'{"inputs": [], "inputs": []}') is None
+    assert split_float_data(b'{"inputs": [], "id": 123456789012345678901234567890}') is None
+    assert split_float_data(body([0.5, 2]).replace(b"2]", b"123456789012345678901234567890]")) is None
+    assert split_float_data(body([1, 2], "INT32")) == (orjson.loads(body([1, 2], "INT32")), {})

@@ -15,7 +15,8 @@ import orjson
 from pydantic import ValidationError
 from starlette.types import Receive
 
-from service.codecs import decode_binary, decode_json, to_little_endian_bytes
+from service.api.http.json_tensors import split_float_data
+from service.codecs import decode_binary, decode_float_values, decode_json, to_little_endian_bytes
 from service.errors import InvalidInput, PayloadTooLarge
 from service.protocol import InferRequest, InferResponse, RequestedOutput, Tensor, WireInferRequest
 
@@ -89,14 +90,16 @@ def decode_infer_request(body: bytes, header_length: str | None, max_elements: i
         json_part, binary = view[: int(header_length)], view[int(header_length) :]
     else:
         json_part, binary = view, view[:0]
+    split = split_float_data(json_part) if header_length is None else None
+    document, taken = split if split is not None else (parse_json(json_part), {})
     try:
-        wire = WireInferRequest.model_validate(parse_json(json_part))
+        wire = WireInferRequest.model_validate(document)
     except ValidationError as exc:
         raise InvalidInput(validation_message(exc)) from None
 
     inputs: list[Tensor] = []
     offset = 0
-    for item in wire.inputs:
+    for index, item in enumerate(wire.inputs):
         size = (item.parameters or {}).get("binary_data_size")
         if size is not None:
             if not isinstance(size, int) or isinstance(size, bool) or size < 0 or offset + size > len(binary):
@@ -104,6 +107,8 @@ def decode_infer_request(body: bytes, header_length: str | None, max_elements: i
             chunk = binary[offset : offset + size]
             array = decode_binary(item.name, item.datatype, item.shape, chunk, max_elements)
             offset += size
+        elif index in taken:
+            array = decode_float_values(item.name, item.datatype, item.shape, taken[index], max_elements)
         elif item.data is not None:
             array = decode_json(item.name, item.datatype, item.shape, item.data, max_elements)
         else:
