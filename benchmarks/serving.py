@@ -369,7 +369,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=3, help="alternations per head-to-head target")
     parser.add_argument("--targets-only", action="store_true", help="only the head-to-head targets")
     parser.add_argument("--before", metavar="REVISION", help="also profile the service at this git revision")
-    parser.add_argument("--pinned-rounds", type=int, default=3, help="alternations per one-core target")
+    parser.add_argument("--pinned-rounds", type=int, default=5, help="alternations per one-core target")
     parser.add_argument("--pinned-only", action="store_true", help="only the one-core section, printed")
     args = parser.parse_args(argv)
     digit = real_digit()
