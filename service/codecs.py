@@ -60,11 +60,7 @@ def decode_json(
         raise InvalidInput(
             f"input '{tensor}': data must be a flat or evenly nested list of {datatype} values"
         ) from None
-    if array.size != expected:
-        raise InvalidInput(
-            f"input '{tensor}': shape {shape} needs {expected} elements, data has {array.size}"
-        )
-    return array.reshape(shape)
+    return _shaped(tensor, shape, array, expected)
 
 
 def decode_float_values(
@@ -73,15 +69,19 @@ def decode_float_values(
     """``data`` a JSON parser already read as flat float64 values, as an array of ``datatype`` and ``shape``."""
     dtype = numpy_dtype(tensor, datatype)
     expected = element_count(tensor, shape, max_elements)
-    if values.size != expected:
+    return cast_holding_gil(_shaped(tensor, shape, values, expected), dtype)
+
+
+def _shaped(tensor: str, shape: list[int], array: np.ndarray, expected: int) -> np.ndarray:
+    if array.size != expected:
         raise InvalidInput(
-            f"input '{tensor}': shape {shape} needs {expected} elements, data has {values.size}"
+            f"input '{tensor}': shape {shape} needs {expected} elements, data has {array.size}"
         )
-    return cast_holding_gil(values, dtype).reshape(shape)
+    return array.reshape(shape)
 
 
 def cast_holding_gil(values: np.ndarray, dtype: np.dtype[Any]) -> np.ndarray:
-    """``values.astype(dtype)``, without releasing the GIL for a request-sized array.
+    """``values.astype(dtype)`` (same shape), without releasing the GIL for a request-sized array.
 
     numpy releases the GIL for a cast of more than 500 elements. On the event loop, with an inference
     thread waiting for it, that is a thread switch there and back for every request, which cost more than
@@ -93,7 +93,7 @@ def cast_holding_gil(values: np.ndarray, dtype: np.dtype[Any]) -> np.ndarray:
     flat = values.reshape(-1)
     for start in range(0, values.size, GIL_HELD_ELEMENTS):
         cast[start : start + GIL_HELD_ELEMENTS] = flat[start : start + GIL_HELD_ELEMENTS]
-    return cast
+    return cast.reshape(values.shape)
 
 
 def decode_binary(

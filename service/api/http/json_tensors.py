@@ -18,11 +18,11 @@ import simdjson
 FLOAT_DATATYPE = "FP32"
 
 
-def split_float_data(json_part: bytes | memoryview) -> tuple[dict[str, Any], dict[int, np.ndarray]] | None:
+def split_float_data(body: bytes) -> tuple[dict[str, Any], dict[int, np.ndarray]] | None:
     """The document with each FP32 input's flat ``data`` taken out as float64 values (by input index)."""
     try:
         # one parser per call: its tape is this request's alone
-        document: Any = simdjson.Parser().parse(bytes(json_part))
+        document: Any = simdjson.Parser().parse(body)
     except (ValueError, RuntimeError):  # invalid JSON or UTF-8, an integer past 64 bits
         return None
     keys = _unique_keys(document) if isinstance(document, simdjson.Object) else None
@@ -39,7 +39,7 @@ def split_float_data(json_part: bytes | memoryview) -> tuple[dict[str, Any], dic
             skeleton[key] = inputs
         else:
             skeleton[key] = _plain(value)
-    if taken and not _all_flat(json_part, skeleton, taken):
+    if taken and not _all_flat(body, skeleton, taken):
         return None  # nested data: the general decoder checks that it is even
     return skeleton, taken
 
@@ -63,14 +63,13 @@ def _input(index: int, item: Any, taken: dict[int, np.ndarray]) -> Any:
     return entry
 
 
-def _all_flat(json_part: bytes | memoryview, skeleton: dict[str, Any], taken: dict[int, np.ndarray]) -> bool:
+def _all_flat(body: bytes, skeleton: dict[str, Any], taken: dict[int, np.ndarray]) -> bool:
     """Whether every taken ``data`` was a flat list (``as_buffer`` flattens nested ones, even ragged).
 
     Counted, not walked: with no escapes in the body, each '[' in it opens a list of the skeleton, sits in
     one of its strings, or opens a taken array; so the counts match only if each taken array has one.
     """
-    text = bytes(json_part)
-    return b"\\" not in text and text.count(b"[") == _brackets(skeleton) + len(taken)
+    return b"\\" not in body and body.count(b"[") == _brackets(skeleton) + len(taken)
 
 
 def _brackets(value: Any) -> int:

@@ -90,7 +90,7 @@ def decode_infer_request(body: bytes, header_length: str | None, max_elements: i
         json_part, binary = view[: int(header_length)], view[int(header_length) :]
     else:
         json_part, binary = view, view[:0]
-    split = split_float_data(json_part) if header_length is None else None
+    split = split_float_data(body) if header_length is None else None  # the whole body is JSON
     document, taken = split if split is not None else (parse_json(json_part), {})
     try:
         wire = WireInferRequest.model_validate(document)
