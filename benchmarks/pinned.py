@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -44,7 +45,7 @@ from benchmarks.headtohead import (
     outcome_table,
 )
 from benchmarks.loadgen import LoadResult, binary_body, json_body
-from benchmarks.processes import free_port, service, wait_until_ok
+from benchmarks.processes import bare_server, free_port, service, wait_until_ok
 from contract import layout, torchscript
 from contract.card import ArtifactFormat
 from contract.triton_config import load_config
@@ -136,7 +137,37 @@ def worktree(revision: str, folder: Path) -> Iterator[Path]:
 class Pinned:
     outcomes: list[HeadToHead]
     budgets: dict[str, budget.Budget]
+    ceilings: dict[str, list[float]]  # calls/s per round of each bare transport on the same core
     before: str | None
+
+
+BARE_HTTP, BARE_UNARY, BARE_STREAM = (
+    "uvicorn (httptools), JSON tensor decoded as the service does; wrk, 64 connections",
+    "grpc.aio, unary ModelInfer; h2load, 1 connection × 64 streams",
+    f"grpc.aio, ModelStreamInfer; h2load, 1 connection, 64 streams × {MESSAGES_PER_STREAM} messages answered "
+    "in turn",
+)
+
+
+def bare_transports(digit: np.ndarray, seconds: float, rounds: int) -> dict[str, list[float]]:
+    """The transports alone on the server's core (``benchmarks.ceilings``: a canned answer, no model), in
+    rounds like the targets: what no service built on them can exceed here."""
+    with bare_server("http", SERVER_CPU) as http_port, bare_server("grpc", SERVER_CPU) as grpc_port:
+        loads = {
+            BARE_HTTP: Contender("", http(http_port, INT8, json_body(digit), C, seconds, LOAD_CPU)),
+            BARE_UNARY: Contender("", grpc(grpc_port, INT8, digit, C, 1, seconds, LOAD_CPU)),
+            # its handler answers a stream's messages in turn, so 64 streams keep 64 requests in flight
+            BARE_STREAM: Contender(
+                "",
+                grpc_stream(grpc_port, INT8, digit, C * MESSAGES_PER_STREAM, seconds, LOAD_CPU),
+                MESSAGES_PER_STREAM,
+            ),
+        }
+        calls: dict[str, list[float]] = {name: [] for name in loads}
+        for _ in range(rounds):
+            for name, load in loads.items():
+                calls[name].append(load.figure(load.run(), "req/s"))
+    return calls
 
 
 def sampled(pid: int, load: Contender, seconds: float) -> budget.Budget:
@@ -214,7 +245,8 @@ def measure(registry: Path, digit: np.ndarray, seconds: float, rounds: int, befo
         budgets["HTTP binary"] = sampled(ours_pid, Contender("", ours(INT8, one_binary)), seconds)
         budgets["gRPC unary"] = sampled(ours_pid, unary, seconds)
         budgets["gRPC stream"] = sampled(ours_pid, stream, seconds)
-    return Pinned(outcomes, budgets, before)
+        ceilings = bare_transports(digit, seconds, rounds)
+    return Pinned(outcomes, budgets, ceilings, before)
 
 
 def markdown(pinned: Pinned, rounds: int, seconds: float) -> list[str]:
@@ -244,4 +276,59 @@ def markdown(pinned: Pinned, rounds: int, seconds: float) -> list[str]:
         "to a row; a thread waiting for the GIL is charged to the line where it waits." + before,
         "",
         *budget.markdown_rows(pinned.budgets),
+        "",
+        "### The transports alone on the same core",
+        "",
+        "`python -m benchmarks.ceilings` pinned like the servers above: the same libraries answering a canned "
+        f"reply with no model, DataPlane or metrics behind them, one digit per call; {rounds} rounds of "
+        f"{seconds:g} s, all other servers of this section up.",
+        "",
+        "| transport; load | calls/s per round | median | core time per call |",
+        "|---|---|---:|---:|",
+        *(
+            f"| {name} | {', '.join(f'{v:,.0f}' for v in calls)} | {statistics.median(calls):,.0f} | "
+            f"{1e6 / statistics.median(calls):.0f} µs |"
+            for name, calls in pinned.ceilings.items()
+        ),
+        "",
+        *reading(pinned),
+    ]
+
+
+def reading(pinned: Pinned) -> list[str]:
+    """What the transports' own cost leaves for the rest of a request, from this section's figures."""
+    int8_vs_triton, stream_vs_json, unary_vs_json = pinned.outcomes[0], pinned.outcomes[6], pinned.outcomes[7]
+
+    def per_call_us(rounds: list[float]) -> float:
+        return 1e6 / statistics.median(rounds)
+
+    triton_us, ours_us = per_call_us(int8_vs_triton.b_rounds), per_call_us(int8_vs_triton.a_rounds)
+    bare_http_us = per_call_us(pinned.ceilings[BARE_HTTP])
+    http_json = pinned.budgets["HTTP JSON"]
+    model_us = http_json.microseconds("model")
+    http_work_us = 1e6 / http_json.requests_per_s - http_json.microseconds(budget.TRANSPORT[0])
+    served_json = statistics.median(unary_vs_json.b_rounds)
+    unary_ratio = statistics.median(pinned.ceilings[BARE_UNARY]) / served_json
+    stream_allowed_us = 1e6 / (stream_vs_json.threshold * statistics.median(stream_vs_json.b_rounds))
+    stream_left_us = stream_allowed_us - per_call_us(pinned.ceilings[BARE_STREAM])
+    return [
+        "Reading the misses against these ceilings:",
+        "",
+        f"- int8 vs Triton: Triton answers a request in {triton_us:.0f} µs of this core. The bare HTTP transport "
+        f"alone takes {bare_http_us:.0f} µs and the batched model {model_us:.0f} µs (budget above), which leaves "
+        f"{triton_us - bare_http_us - model_us:.0f} µs for everything else a request costs in slimserve "
+        f"(validation, routing, batching, the thread hand-off, metrics) to tie; it spends "
+        f"{ours_us - bare_http_us - model_us:.0f} µs.",
+        f"- unary gRPC vs HTTP JSON: with nothing behind it, grpc.aio answers {unary_ratio:.2f}× the calls "
+        "slimserve serves over HTTP JSON with the model"
+        + (", so no service built on grpc.aio reaches the target on one core." if unary_ratio < 1.0 else "."),
+        f"- ModelStreamInfer vs HTTP JSON: {stream_vs_json.threshold:g}× allows {stream_allowed_us:.0f} µs per "
+        f"message; the bare stream alone takes {stream_allowed_us - stream_left_us:.0f} µs, leaving "
+        f"{stream_left_us:.0f} µs for the model and all of the service's own work (over HTTP JSON, everything "
+        f"but the transport costs {http_work_us:.0f} µs per request in the budget above)"
+        + (
+            ", less than the batched model alone: beyond grpc.aio on one core."
+            if stream_left_us < model_us
+            else "."
+        ),
     ]

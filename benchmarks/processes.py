@@ -62,6 +62,28 @@ def service(
         process.wait(timeout=30)
 
 
+@contextlib.contextmanager
+def bare_server(kind: str, cpu: int | None = None) -> Iterator[int]:
+    """``python -m benchmarks.ceilings KIND`` (``http`` or ``grpc``) on a free port until the block ends."""
+    port = free_port()
+    command = [sys.executable, "-m", "benchmarks.ceilings", kind, str(port)]
+    if cpu is not None:
+        command = ["taskset", "-c", str(cpu), *command]
+    process = subprocess.Popen(command)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+                break
+            time.sleep(0.1)
+        else:
+            raise TimeoutError(f"the bare {kind} server did not listen on port {port}")
+        yield port
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
 def served_ok(http_port: int, variant: str, protocol: str) -> int:
     text = httpx.get(f"http://127.0.0.1:{http_port}/metrics").text
     pattern = rf'^slimserve_requests_total\{{(?=[^}}]*variant="{variant}")(?=[^}}]*protocol="{protocol}")(?=[^}}]*status="ok")[^}}]*\}} (\S+)$'

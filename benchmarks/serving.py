@@ -8,19 +8,15 @@ off. Every load run is cross-checked against the service's own request counter. 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime
 import json
 import os
 import platform
 import re
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,7 +27,7 @@ from benchmarks import pinned
 from benchmarks.experiment_state import StateCost, measure_state_cost, state_cost_markdown
 from benchmarks.headtohead import MESSAGES_PER_STREAM, HeadToHead, grpc, grpc_stream, head_to_heads, markdown
 from benchmarks.loadgen import LoadResult, binary_body, grpc_frame, json_body, real_digit, run_h2load, run_wrk
-from benchmarks.processes import free_port, served_ok, service
+from benchmarks.processes import bare_server, free_port, served_ok, service
 from contract import layout
 from contract.runners import RunnerOptions, open_runner
 from models.export_triton import export_triton
@@ -267,25 +263,6 @@ class Ceiling:
     transport: str
     load: str
     calls_per_s: float
-
-
-@contextlib.contextmanager
-def bare_server(kind: str) -> Iterator[int]:
-    """``python -m benchmarks.ceilings KIND`` on a free port until the block ends."""
-    port = free_port()
-    process = subprocess.Popen([sys.executable, "-m", "benchmarks.ceilings", kind, str(port)])
-    try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
-                break
-            time.sleep(0.1)
-        else:
-            raise TimeoutError(f"the bare {kind} server did not listen on port {port}")
-        yield port
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
 
 
 def measure_ceilings(digit: np.ndarray, seconds: float) -> list[Ceiling]:
