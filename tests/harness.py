@@ -43,6 +43,7 @@ class RunningService:
     port: int
     metrics: CollectorRegistry
     grpc_port: int = 0
+    http_state: uvicorn.server.ServerState | None = None  # uvicorn's connections, for white-box checks
 
     @property
     def grpc_url(self) -> str:
@@ -128,7 +129,8 @@ def run_service(
         thread.started.wait(timeout_s)
         if thread.error is not None:
             raise RuntimeError("the service did not start") from thread.error
-        service = RunningService(f"http://{host}:{port}", host, port, metrics, thread.grpc_port)
+        http_state = thread.http.server_state if thread.http is not None else None
+        service = RunningService(f"http://{host}:{port}", host, port, metrics, thread.grpc_port, http_state)
         _wait(service, ready=wait_ready, timeout_s=timeout_s)
         yield service
     finally:

@@ -31,6 +31,11 @@ class CoalescingTransport:
         held, self._held = self._held, None
         self._transport.write(held + data)
 
+    def write_now(self, data: bytes) -> None:
+        """A whole response: out at once, after anything held."""
+        held, self._held = self._held, None
+        self._transport.write(data if held is None else held + data)
+
     def flush(self) -> None:
         if self._held is not None:
             held, self._held = self._held, None
@@ -43,6 +48,14 @@ class CoalescingTransport:
 
     def __getattr__(self, name: str) -> Any:  # everything else is the wrapped transport's
         return getattr(self._transport, name)
+
+
+def write_whole(transport: asyncio.BaseTransport, data: bytes) -> None:
+    """Write a complete response without holding it for the end of the loop iteration."""
+    if isinstance(transport, CoalescingTransport):
+        transport.write_now(data)
+    else:
+        transport.write(data)  # type: ignore[attr-defined]
 
 
 class CoalescingHttpToolsProtocol(HttpToolsProtocol):

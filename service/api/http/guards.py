@@ -17,7 +17,7 @@ import asyncio
 import logging
 from dataclasses import dataclass
 
-from service.api.http.coalescing import CoalescingHttpToolsProtocol
+from service.api.http.direct import DirectInferProtocol
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ def plain_response(status: bytes, message: str, *extra: bytes) -> bytes:
     return b"\r\n".join(head) + b"\r\n\r\n" + body
 
 
-class GuardedHttpToolsProtocol(CoalescingHttpToolsProtocol):
+class GuardedHttpToolsProtocol(DirectInferProtocol):
     """One connection: a request's head and body each have a deadline; a request being served has none.
 
     A request only stamps when its phase began (two attribute writes): the one timer a connection holds

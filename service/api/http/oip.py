@@ -105,8 +105,20 @@ async def infer_http(
     """One inference over HTTP: the response body and its headers (the wire format's and what served it)."""
     try:
         body = await read_body(receive, headers, ctx.settings.limits.max_request_bytes)
-        max_elements = ctx.settings.limits.max_tensor_elements
-        decoded = decode_infer_request(body, headers.get(HEADER_LENGTH), max_elements)
+    except SlimServeError as error:
+        ctx.dataplane.count_rejected(model, "http", error)
+        raise
+    return await infer_body(ctx, model, version, headers, body)
+
+
+async def infer_body(
+    ctx: ServiceContext, model: str, version: str | None, headers: Mapping[str, str], body: bytes
+) -> tuple[bytes, dict[str, str]]:
+    """``infer_http`` once the body is in, uncompressed and within the size limit."""
+    try:
+        decoded = decode_infer_request(
+            body, headers.get(HEADER_LENGTH), ctx.settings.limits.max_tensor_elements
+        )
     except SlimServeError as error:
         ctx.dataplane.count_rejected(model, "http", error)
         raise
