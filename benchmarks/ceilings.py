@@ -1,7 +1,8 @@
 """Bare transports: what HTTP/1.1 (uvicorn) and gRPC (grpc.aio) cost per call with no model behind them.
 
 ``python -m benchmarks.ceilings http|grpc PORT`` serves OIP inference with a canned answer: the HTTP server
-decodes the JSON tensor as the service does, the gRPC server parses the protobuf request (unary and
+decodes the JSON tensor as the service does, on uvicorn's httptools protocol with the service's direct path
+for inference (``service.api.http.direct``), the gRPC server parses the protobuf request (unary and
 streaming). Measured under the same load generators as the service, they bound what any Python service on
 these libraries can serve here, so they tell a missed ratio that the transports themselves rule out from
 one that better code would reach.
@@ -20,11 +21,12 @@ import uvloop
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc
 
-from service.api.http.coalescing import CoalescingHttpToolsProtocol
+from service.api.http.direct import DirectInferProtocol
 from service.codecs import decode_json
 from service.server import bind
 
 LOGITS = b"\0" * 40  # ten FP32 zeros
+JSON_TYPE = (b"content-type", b"application/json")
 JSON_ANSWER = orjson.dumps(
     {"model_name": "m", "model_version": "1", "outputs": [
         {"name": "OUTPUT__0", "datatype": "FP32", "shape": [1, 10], "data": [0.0] * 10}]}
@@ -42,10 +44,39 @@ async def http_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
             break
     tensor = orjson.loads(b"".join(chunks))["inputs"][0]
     decode_json(tensor["name"], tensor["datatype"], tensor["shape"], tensor["data"], 1 << 20)
-    await send(
-        {"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]}
-    )
+    await send({"type": "http.response.start", "status": 200, "headers": [JSON_TYPE]})
     await send({"type": "http.response.body", "body": JSON_ANSWER})
+
+
+class CannedInference:
+    """What the service's direct HTTP path calls for inference (``HttpFront.direct_route``), answering the
+    canned reply after decoding the JSON tensor: the bare ceiling goes through the same transport code."""
+
+    max_request_bytes = 1 << 26
+
+    @staticmethod
+    def target(path: str) -> tuple[str, str | None] | None:
+        return ("m", None) if path.endswith("/infer") else None
+
+    async def answer(
+        self, model: str, version: str | None, headers: Any, *, receive: Any = None, body: bytes = b""
+    ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        tensor = orjson.loads(body)["inputs"][0]
+        decode_json(tensor["name"], tensor["datatype"], tensor["shape"], tensor["data"], 1 << 20)
+        return 200, [(b"content-length", b"%d" % len(JSON_ANSWER)), JSON_TYPE], JSON_ANSWER
+
+
+class BareHttp:
+    """The bare HTTP server's app: inference by the direct path, anything else by ``http_app``."""
+
+    def __init__(self) -> None:
+        self._inference = CannedInference()
+
+    def direct_route(self) -> CannedInference:
+        return self._inference
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await http_app(scope, receive, send)
 
 
 def answer(request: pb.ModelInferRequest) -> pb.ModelInferResponse:
@@ -80,8 +111,9 @@ def main(argv: list[str]) -> None:
         uvloop.run(serve_grpc(port))
     else:
         config = uvicorn.Config(
-            http_app, http=CoalescingHttpToolsProtocol, log_level="warning", lifespan="off"
-        )
+            BareHttp(), http=DirectInferProtocol, log_level="warning", lifespan="off", access_log=False,
+            proxy_headers=False,  # as the service runs by default: its wrapper would hide the direct route
+        )  # fmt: skip
         uvloop.run(uvicorn.Server(config).serve(sockets=[bind("127.0.0.1", port)]))
 
 

@@ -142,7 +142,7 @@ class Pinned:
 
 
 BARE_HTTP, BARE_UNARY, BARE_STREAM = (
-    "uvicorn (httptools), JSON tensor decoded as the service does; wrk, 64 connections",
+    "uvicorn (httptools) with the service's direct inference path, JSON tensor decoded as the service does; wrk, 64 connections",
     "grpc.aio, unary ModelInfer; h2load, 1 connection × 64 streams",
     f"grpc.aio, ModelStreamInfer; h2load, 1 connection, 64 streams × {MESSAGES_PER_STREAM} messages answered "
     "in turn",

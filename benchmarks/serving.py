@@ -276,7 +276,8 @@ def measure_ceilings(digit: np.ndarray, seconds: float) -> list[Ceiling]:
         # its handler answers a stream's messages in turn, so 64 streams keep 64 requests in flight
         stream = grpc_stream(port, variant, digit, 64 * MESSAGES_PER_STREAM, seconds)()
     return [
-        Ceiling("uvicorn (httptools), JSON tensor decoded as the service does", "wrk, 64 connections",
+        Ceiling("uvicorn (httptools) with the direct inference path, JSON tensor decoded as the service does",
+                "wrk, 64 connections",
                 json.throughput),
         Ceiling("grpc.aio, unary ModelInfer", "h2load, 1 connection × 64 streams", unary.throughput),
         Ceiling("grpc.aio, ModelStreamInfer", f"h2load, 1 connection, 64 streams × {MESSAGES_PER_STREAM} "
