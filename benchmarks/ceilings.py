@@ -33,6 +33,11 @@ JSON_ANSWER = orjson.dumps(
 )  # fmt: skip
 
 
+def decode_like_the_service(body: bytes) -> None:
+    tensor = orjson.loads(body)["inputs"][0]
+    decode_json(tensor["name"], tensor["datatype"], tensor["shape"], tensor["data"], 1 << 20)
+
+
 async def http_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     if scope["type"] != "http":
         return
@@ -42,8 +47,7 @@ async def http_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         chunks.append(message.get("body", b""))
         if not message.get("more_body"):
             break
-    tensor = orjson.loads(b"".join(chunks))["inputs"][0]
-    decode_json(tensor["name"], tensor["datatype"], tensor["shape"], tensor["data"], 1 << 20)
+    decode_like_the_service(b"".join(chunks))
     await send({"type": "http.response.start", "status": 200, "headers": [JSON_TYPE]})
     await send({"type": "http.response.body", "body": JSON_ANSWER})
 
@@ -61,8 +65,7 @@ class CannedInference:
     async def answer(
         self, model: str, version: str | None, headers: Any, *, receive: Any = None, body: bytes = b""
     ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
-        tensor = orjson.loads(body)["inputs"][0]
-        decode_json(tensor["name"], tensor["datatype"], tensor["shape"], tensor["data"], 1 << 20)
+        decode_like_the_service(body)
         return 200, [(b"content-length", b"%d" % len(JSON_ANSWER)), JSON_TYPE], JSON_ANSWER
 
 

@@ -50,7 +50,6 @@ class DirectCycle:
         "keep_alive",
         "message_event",
         "model",
-        "more_body",
         "path",
         "response_complete",
         "response_started",
@@ -67,7 +66,6 @@ class DirectCycle:
         self.headers = headers
         self.chunks: list[bytes] = []
         self.keep_alive = True  # uvicorn's shutdown turns it off: the connection closes after the answer
-        self.more_body = True
         self.response_started = False
         self.response_complete = False
         self.disconnected = False  # set by uvicorn's connection_lost
@@ -94,7 +92,6 @@ class DirectInferProtocol(CoalescingHttpToolsProtocol):
         if type(cycle) is not DirectCycle:
             super().on_message_complete()
             return
-        cycle.more_body = False
         task = self.loop.create_task(self._answer(cycle))
         task.add_done_callback(self.tasks.discard)
         self.tasks.add(task)  # uvicorn's graceful shutdown waits for these
@@ -118,9 +115,11 @@ class DirectInferProtocol(CoalescingHttpToolsProtocol):
         ):
             return None
         endpoint: InferEndpoint | None = route()
+        if endpoint is None:
+            return None
         path = self.url.decode("ascii", "replace")
-        target = None if endpoint is None else endpoint.target(path)
-        if endpoint is None or target is None:
+        target = endpoint.target(path)
+        if target is None:
             return None
         headers: dict[str, str] = {}
         for name, value in self.headers:
