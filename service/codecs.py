@@ -55,7 +55,8 @@ def decode_json(
     dtype = numpy_dtype(tensor, datatype)
     expected = element_count(tensor, shape, max_elements)
     try:
-        array = np.asarray(data, dtype=dtype)
+        with np.errstate(over="ignore"):  # past the datatype's range is inf, which the finite check refuses
+            array = np.asarray(data, dtype=dtype)
     except (ValueError, TypeError, OverflowError):
         raise InvalidInput(
             f"input '{tensor}': data must be a flat or evenly nested list of {datatype} values"
@@ -69,7 +70,8 @@ def decode_float_values(
     """``data`` a JSON parser already read as flat float64 values, as an array of ``datatype`` and ``shape``."""
     dtype = numpy_dtype(tensor, datatype)
     expected = element_count(tensor, shape, max_elements)
-    return cast_holding_gil(_shaped(tensor, shape, values, expected), dtype)
+    with np.errstate(over="ignore"):  # as decode_json: past the datatype's range is inf
+        return cast_holding_gil(_shaped(tensor, shape, values, expected), dtype)
 
 
 def _shaped(tensor: str, shape: list[int], array: np.ndarray, expected: int) -> np.ndarray:
