@@ -1,15 +1,16 @@
 """Bare transports: what HTTP/1.1 (uvicorn) and gRPC (grpc.aio) cost per call with no model behind them.
 
-``python -m benchmarks.ceilings http|grpc PORT`` serves OIP inference with a canned answer: the HTTP server
-decodes the JSON tensor as the service does, on uvicorn's httptools protocol with the service's direct path
-for inference (``service.api.http.direct``), the gRPC server parses the protobuf request (unary and
-streaming). Measured under the same load generators as the service, they bound what any Python service on
+``python -m benchmarks.ceilings http|grpc|grpcio PORT`` serves OIP inference with a canned answer: the HTTP
+server decodes the JSON tensor as the service does, on uvicorn's httptools protocol with the service's direct
+path for inference (``service.api.http.direct``); the gRPC servers parse the protobuf request (unary and
+streaming), ``grpc`` on the service's own HTTP/2 transport (``service.api.grpc.h2``), ``grpcio`` on grpc.aio. Measured under the same load generators as the service, they bound what any Python service on
 these libraries can serve here, so they tell a missed ratio that the transports themselves rule out from
 one that better code would reach.
 """
 
 from __future__ import annotations
 
+import asyncio
 import sys
 from collections.abc import AsyncIterator
 from typing import Any
@@ -21,9 +22,10 @@ import uvloop
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc
 
+from service.api.grpc.h2.server import Http2GrpcServer
 from service.api.http.direct import DirectInferProtocol
 from service.codecs import decode_json
-from service.server import bind
+from service.sockets import bind
 
 LOGITS = b"\0" * 40  # ten FP32 zeros
 JSON_TYPE = (b"content-type", b"application/json")
@@ -100,7 +102,7 @@ class BareServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
             yield pb.ModelStreamInferResponse(infer_response=answer(request))
 
 
-async def serve_grpc(port: int) -> None:
+async def serve_grpcio(port: int) -> None:
     server = grpc.aio.server()
     service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(BareServicer(), server)
     server.add_insecure_port(f"127.0.0.1:{port}")
@@ -108,10 +110,19 @@ async def serve_grpc(port: int) -> None:
     await server.wait_for_termination()
 
 
+async def serve_grpc(port: int) -> None:
+    server = Http2GrpcServer(1 << 26)
+    service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(BareServicer(), server)
+    await server.start("127.0.0.1", port)
+    await asyncio.Event().wait()  # until the process is stopped
+
+
 def main(argv: list[str]) -> None:
     kind, port = argv[0], int(argv[1])
     if kind == "grpc":
         uvloop.run(serve_grpc(port))
+    elif kind == "grpcio":
+        uvloop.run(serve_grpcio(port))
     else:
         config = uvicorn.Config(
             BareHttp(), http=DirectInferProtocol, log_level="warning", lifespan="off", access_log=False,

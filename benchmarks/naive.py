@@ -19,7 +19,7 @@ from fastapi import FastAPI, Request
 
 from contract import layout
 from contract.runners import RunnerOptions, open_runner
-from service.server import bind
+from service.sockets import bind
 
 
 def create_naive_app(registry: Path, model: str) -> FastAPI:

@@ -64,7 +64,7 @@ def service(
 
 @contextlib.contextmanager
 def bare_server(kind: str, cpu: int | None = None) -> Iterator[int]:
-    """``python -m benchmarks.ceilings KIND`` (``http`` or ``grpc``) on a free port until the block ends."""
+    """``python -m benchmarks.ceilings KIND`` (``http``, ``grpc`` or ``grpcio``) on a free port until the block ends."""
     port = free_port()
     command = [sys.executable, "-m", "benchmarks.ceilings", kind, str(port)]
     if cpu is not None:

@@ -279,8 +279,9 @@ def measure_ceilings(digit: np.ndarray, seconds: float) -> list[Ceiling]:
         Ceiling("uvicorn (httptools) with the direct inference path, JSON tensor decoded as the service does",
                 "wrk, 64 connections",
                 json.throughput),
-        Ceiling("grpc.aio, unary ModelInfer", "h2load, 1 connection × 64 streams", unary.throughput),
-        Ceiling("grpc.aio, ModelStreamInfer", f"h2load, 1 connection, 64 streams × {MESSAGES_PER_STREAM} "
+        Ceiling("the service's HTTP/2 gRPC transport, unary ModelInfer", "h2load, 1 connection × 64 streams",
+                unary.throughput),
+        Ceiling("the service's HTTP/2 gRPC transport, ModelStreamInfer", f"h2load, 1 connection, 64 streams × {MESSAGES_PER_STREAM} "
                 "messages answered in turn", stream.throughput * MESSAGES_PER_STREAM),
     ]  # fmt: skip
 
@@ -325,9 +326,9 @@ def reading(
         "and the cores are shared with the load generator. "
         f"With {ROWS_PER_BIG_REQUEST} digits per request the model dominates: {int8_many.ratio:.2f}×.",
         f"- gRPC vs HTTP JSON with one digit per request ({grpc_one.ratio:.2f}×): with nothing behind them, unary "
-        f"grpc.aio answers {unary_ceiling:,.0f} calls/s and uvicorn {http_ceiling:,.0f} "
+        f"gRPC on the service's transport answers {unary_ceiling:,.0f} calls/s and uvicorn {http_ceiling:,.0f} "
         f"({unary_ceiling / http_ceiling:.2f}×); the same work per call added to both only moves the ratio "
-        "towards 1, so 1.5× is out of reach for unary calls on these libraries"
+        "towards 1, so 1.5× is out of reach for unary calls on these transports"
         + (" here." if unary_ceiling < 1.5 * http_ceiling else " only by the service's own costs.")
         + f" Streaming skips call setup ({stream_ceiling:,.0f} messages/s bare, {stream_ceiling / http_ceiling:.2f}× "
         f"uvicorn): served, {stream.ratio:.2f}× HTTP JSON. With {ROWS_PER_BIG_REQUEST} digits JSON decoding "

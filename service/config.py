@@ -19,6 +19,11 @@ class ServerSettings(BaseModel):
     grpc_enabled: bool = True
     grpc_port: int = Field(8001, ge=0, le=65535, description="gRPC port; 0 picks a free one.")
     grpc_max_message_bytes: int = Field(16 * 1024 * 1024, ge=1024, description="Larger gRPC messages fail.")
+    grpc_transport: Literal["h2", "grpcio"] = Field(
+        "h2",
+        description="h2: the service's own HTTP/2 protocol on its event loop (the fastest here: "
+        "benchmarks/serving.md); grpcio: grpc.aio on gRPC's C core, the reference implementation.",
+    )
     shutdown_grace_s: float = Field(10.0, ge=0, description="Time in-flight requests get to finish.")
     drain_delay_s: float = Field(
         2.0,

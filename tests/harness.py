@@ -21,7 +21,8 @@ from service.api.http.app import create_app
 from service.assembly import serving_stack
 from service.backends.base import Backend
 from service.config import Settings
-from service.server import bind, uvicorn_config
+from service.server import uvicorn_config
+from service.sockets import bind
 
 ADMIN_TOKEN = "test-admin-token"
 ADMIN = {"authorization": f"Bearer {ADMIN_TOKEN}"}

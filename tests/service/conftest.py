@@ -59,3 +59,12 @@ def references(tiny_registry: Path, digits: np.ndarray) -> dict[str, np.ndarray]
 def service(tiny_registry: Path, references: dict[str, np.ndarray]) -> Iterator[RunningService]:
     with run_service(make_settings(tiny_registry)) as running:
         yield running
+
+
+@pytest.fixture(scope="module", params=["h2", "grpcio"])
+def grpc_service(
+    request: pytest.FixtureRequest, tiny_registry: Path, references: dict[str, np.ndarray]
+) -> Iterator[RunningService]:
+    """The service on each gRPC transport (``server.grpc_transport``): what gRPC clients see holds on both."""
+    with run_service(make_settings(tiny_registry, server={"grpc_transport": request.param})) as running:
+        yield running

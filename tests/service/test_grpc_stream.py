@@ -8,12 +8,18 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import numpy as np
+import pytest
 import tritonclient.grpc as triton_grpc
 import tritonclient.grpc.aio as triton_grpc_aio
 from tritonclient.utils import InferenceServerException
 
 from tests.harness import RunningService
 from tests.service.conftest import assert_close
+
+
+@pytest.fixture(scope="module")
+def service(grpc_service: RunningService) -> RunningService:
+    return grpc_service
 
 
 def grpc_input(batch: np.ndarray, shape: list[int] | None = None) -> triton_grpc.InferInput:

@@ -25,6 +25,11 @@ from tests.service.conftest import MODEL_NAMES, assert_close
 from tests.service.faults import FaultyBackend
 
 
+@pytest.fixture(scope="module")
+def service(grpc_service: RunningService) -> RunningService:
+    return grpc_service
+
+
 @pytest.fixture
 def client(service: RunningService) -> Iterator[triton_grpc.InferenceServerClient]:
     with triton_grpc.InferenceServerClient(url=service.grpc_url) as grpc_client:

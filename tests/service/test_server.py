@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import socket
 
-from service.server import bind
+from service.sockets import bind
 
 
 def test_listening_socket_disables_nagle_for_accepted_connections() -> None:

@@ -1,4 +1,5 @@
-"""The grpc.aio server: OIP servicer plus standard health checking, on its own port."""
+"""The gRPC server: OIP servicer plus standard health checking, on its own port, over either transport
+(``server.grpc_transport``): our HTTP/2 protocol (``h2``) or grpc.aio. Both take the same servicers."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import grpc
 from grpc_health.v1 import health_pb2_grpc
 from tritonclient.grpc import service_pb2_grpc
 
+from service.api.grpc.h2.server import Http2GrpcServer
 from service.api.grpc.health import HealthServicer
 from service.api.grpc.servicer import InferenceServicer
 from service.config import Settings
@@ -22,9 +24,13 @@ class GrpcServer:
     def __init__(self, settings: Settings, dataplane: DataPlane) -> None:
         self._settings = settings
         limit = settings.server.grpc_max_message_bytes
-        self._server = grpc.aio.server(
-            options=[("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", limit)]
-        )
+        self._server: Http2GrpcServer | grpc.aio.Server
+        if settings.server.grpc_transport == "h2":
+            self._server = Http2GrpcServer(limit)
+        else:
+            self._server = grpc.aio.server(
+                options=[("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", limit)]
+            )
         service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
             InferenceServicer(
                 dataplane,
@@ -39,10 +45,13 @@ class GrpcServer:
         self.port = 0
 
     async def start(self) -> int:
-        host = self._settings.server.host
-        address = f"[{host}]" if ":" in host else host
-        self.port = self._server.add_insecure_port(f"{address}:{self._settings.server.grpc_port}")
-        await self._server.start()
+        host, port = self._settings.server.host, self._settings.server.grpc_port
+        if isinstance(self._server, Http2GrpcServer):
+            self.port = await self._server.start(host, port)
+        else:
+            address = f"[{host}]" if ":" in host else host
+            self.port = self._server.add_insecure_port(f"{address}:{port}")
+            await self._server.start()
         log.info("gRPC listening on %s:%d", host, self.port)
         return self.port
 
