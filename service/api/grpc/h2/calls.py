@@ -14,7 +14,7 @@ import logging
 import re
 import zlib
 from collections import deque
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import Any
 
 import grpc
@@ -66,7 +66,7 @@ def status_fields(code: grpc.StatusCode, details: str, metadata: Sequence[tuple[
     return fields
 
 
-def request_metadata(headers: list[tuple[bytes, bytes]]) -> Metadata:
+def request_metadata(headers: Iterable[tuple[bytes, bytes]]) -> Metadata:
     """Custom metadata as grpc.aio presents it: binary (``-bin``) values decoded, no pseudo or reserved keys."""
     pairs: list[tuple[str, str | bytes]] = []
     for name, value in headers:

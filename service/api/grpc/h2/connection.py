@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol, cast
 
-from hpack import Decoder, HPACKError
+from hpack import HPACKError
 
 from service.api.grpc.h2.frames import (
     ACK,
@@ -37,10 +37,9 @@ from service.api.grpc.h2.frames import (
     unpadded,
     window_update,
 )
+from service.api.grpc.h2.headers import HeaderBlockDecoder, Headers
 
 log = logging.getLogger(__name__)
-
-Headers = list[tuple[bytes, bytes]]
 
 
 @dataclass(frozen=True)
@@ -91,7 +90,7 @@ class Http2Connection(asyncio.Protocol):
         self._on_close = on_close
         self._buffer = bytearray()
         self._preface_seen = False
-        self._decoder = Decoder(max_header_list_size=limits.max_header_list)
+        self._decoder = HeaderBlockDecoder(limits.max_header_list)
         self._streams: dict[int, Stream] = {}
         self._blocked: set[Stream] = set()
         self._last_stream_id = 0
@@ -236,7 +235,7 @@ class Http2Connection(asyncio.Protocol):
 
     def _header_block(self, flags: int, stream_id: int, block: bytes) -> None:
         try:
-            headers = cast(Headers, list(self._decoder.decode(block, raw=True)))
+            headers = self._decoder.decode(block)
         except HPACKError as error:
             raise ProtocolViolation(ErrorCode.COMPRESSION_ERROR, f"header block: {error}") from error
         stream = self._streams.get(stream_id)
