@@ -17,6 +17,7 @@ import h2.config
 import h2.connection
 import h2.events
 import h2.settings
+import hpack
 import numpy as np
 import pytest
 import tritonclient.grpc as triton_grpc
@@ -24,6 +25,8 @@ from tritonclient.grpc import service_pb2 as pb
 from tritonclient.utils import InferenceServerException
 
 from contract.layout import ModelVersion
+from service.api.grpc.h2.frames import header_block
+from service.api.grpc.h2.headers import HeaderBlockDecoder
 from service.backends.base import Backend
 from tests.harness import RunningService, make_settings, run_service
 from tests.service.conftest import assert_close
@@ -230,3 +233,20 @@ def test_stopping_lets_calls_in_flight_finish_and_refuses_new_ones(
     with pytest.raises(InferenceServerException) as refused:
         call(running.grpc_url)
     assert refused.value.status() == str(grpc.StatusCode.UNAVAILABLE)
+
+
+def test_remembered_header_blocks_are_forgotten_when_the_table_changes() -> None:
+    encoder, decoder = hpack.Encoder(), HeaderBlockDecoder(16 << 10)
+    first = encoder.encode([(b"x-user-id", b"u1")])  # a literal that enters the table
+    assert decoder.decode(first) == ((b"x-user-id", b"u1"),)
+    repeated = encoder.encode([(b"x-user-id", b"u1")])  # now one indexed field: remembered
+    assert repeated != first
+    assert decoder.decode(repeated) == decoder.decode(repeated) == ((b"x-user-id", b"u1"),)
+    assert decoder.decode(encoder.encode([(b"x-user-id", b"u2")])) == ((b"x-user-id", b"u2"),)
+    # the same bytes as before now index the newer entry: a stale memory would answer u1
+    assert decoder.decode(repeated) == ((b"x-user-id", b"u2"),)
+
+
+def test_our_header_blocks_decode_as_sent_whatever_their_length() -> None:
+    fields = [(b"grpc-status", b"3"), (b"grpc-message", b"x" * 300), (b"slimserve-" + b"k" * 200, b"")]
+    assert hpack.Decoder().decode(header_block(fields), raw=True) == [(b":status", b"200"), *fields]

@@ -327,11 +327,6 @@ class Http2Connection(asyncio.Protocol):
             stream.drained = self._loop.create_future()
             await stream.drained
 
-    def reset(self, stream: Stream, code: ErrorCode) -> None:
-        if stream.id in self._streams:
-            self.write(rst_stream(stream.id, code))
-            self._forget(stream, cancel=False)
-
     def peer(self) -> str:
         address = self._transport.get_extra_info("peername") if self._transport else None
         return f"ipv4:{address[0]}:{address[1]}" if address else "unknown"
@@ -357,7 +352,7 @@ class Http2Connection(asyncio.Protocol):
         self._pending.append(data)
 
     def _flush(self) -> None:
-        if self._pending and self._transport is not None:
+        if self._pending and self._transport is not None and not self._transport.is_closing():
             self._transport.write(b"".join(self._pending))
         self._pending.clear()
 
