@@ -5,12 +5,14 @@ the ``h2`` package as an independent HTTP/2 client where a test needs to shape f
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import grpc
 import h2.config
@@ -21,12 +23,17 @@ import hpack
 import numpy as np
 import pytest
 import tritonclient.grpc as triton_grpc
+from grpc_health.v1 import health_pb2_grpc
 from tritonclient.grpc import service_pb2 as pb
+from tritonclient.grpc import service_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
 from contract.layout import ModelVersion
+from service.api.grpc import health
+from service.api.grpc.h2.connection import Limits
 from service.api.grpc.h2.frames import header_block
 from service.api.grpc.h2.headers import HeaderBlockDecoder
+from service.api.grpc.h2.server import Http2GrpcServer
 from service.backends.base import Backend
 from tests.harness import RunningService, make_settings, run_service
 from tests.service.conftest import assert_close
@@ -82,13 +89,15 @@ class H2Client:
         if data := self.conn.data_to_send():
             self.sock.sendall(data)
 
-    def call(self, path: str, body: bytes = b"", headers: dict[str, str] | None = None) -> int:
+    def call(
+        self, path: str, body: bytes = b"", headers: dict[str, str] | None = None, end_stream: bool = True
+    ) -> int:
         stream = self.conn.get_next_available_stream_id()
         fields = {":method": "POST", ":scheme": "http", ":path": path, ":authority": "localhost",
                   "content-type": "application/grpc", "te": "trailers", **(headers or {})}  # fmt: skip
-        self.conn.send_headers(stream, list(fields.items()), end_stream=not body)
+        self.conn.send_headers(stream, list(fields.items()), end_stream=end_stream and not body)
         if body:
-            self.conn.send_data(stream, body, end_stream=True)
+            self.conn.send_data(stream, body, end_stream=end_stream)
         self.flush()
         return stream
 
@@ -184,6 +193,32 @@ def test_a_compressed_message_in_an_unknown_encoding_is_unimplemented(client: H2
     assert trailers[b"grpc-status"] == b"12" and b"snappy" in trailers[b"grpc-message"]
 
 
+def test_metadata_over_the_advertised_limit_fails_the_call_and_not_the_connection(
+    service: RunningService,
+) -> None:
+    with grpc.insecure_channel(service.grpc_url) as channel:
+        stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+        with pytest.raises(grpc.RpcError) as refused:
+            stub.ServerLive(pb.ServerLiveRequest(), metadata=(("x-huge", "v" * 40_000),))
+        assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "header list" in refused.value.details()
+        assert stub.ServerLive(pb.ServerLiveRequest()).live
+
+
+def test_the_deadline_covers_an_upload_that_never_finishes(client: H2Client, digits: np.ndarray) -> None:
+    body = infer_request(digits[:1])
+    stream = client.conn.get_next_available_stream_id()
+    fields = {":method": "POST", ":scheme": "http", ":path": f"{SERVICE}/ModelInfer", ":authority": "localhost",
+              "content-type": "application/grpc", "te": "trailers", "grpc-timeout": "300m"}  # fmt: skip
+    client.conn.send_headers(stream, list(fields.items()))
+    client.conn.send_data(stream, body[: len(body) // 2])  # half a message, then nothing
+    client.flush()
+    started = time.monotonic()
+    trailers = client.answer(stream)[2]
+    assert trailers[b"grpc-status"] == str(grpc.StatusCode.DEADLINE_EXCEEDED.value[0]).encode()
+    assert time.monotonic() - started < 5
+
+
 def test_a_reset_call_is_dropped_and_the_connection_keeps_serving(
     client: H2Client, digits: np.ndarray
 ) -> None:
@@ -250,3 +285,44 @@ def test_remembered_header_blocks_are_forgotten_when_the_table_changes() -> None
 def test_our_header_blocks_decode_as_sent_whatever_their_length() -> None:
     fields = [(b"grpc-status", b"3"), (b"grpc-message", b"x" * 300), (b"slimserve-" + b"k" * 200, b"")]
     assert hpack.Decoder().decode(header_block(fields), raw=True) == [(b":status", b"200"), *fields]
+
+
+@contextlib.contextmanager
+def bare_h2_server(limits: Limits) -> Iterator[int]:
+    """The transport alone, with the health servicer, on its own loop in a thread."""
+    loop = asyncio.new_event_loop()
+    server = Http2GrpcServer(1 << 20, limits)
+    health_pb2_grpc.add_HealthServicer_to_server(health.HealthServicer(cast(Any, Ready())), server)
+    port = loop.run_until_complete(server.start("127.0.0.1", 0))
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    try:
+        yield port
+    finally:
+        asyncio.run_coroutine_threadsafe(server.stop(0), loop).result(timeout=10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=10)
+        loop.close()
+
+
+class Ready:
+    def ready(self) -> bool:
+        return True
+
+
+def test_request_bytes_held_on_a_connection_are_bounded() -> None:
+    with bare_h2_server(Limits(max_buffered=100_000)) as port:
+        h2_client = H2Client(port)
+        try:
+            partial = b"\0" + (500_000).to_bytes(4, "big") + b"x" * 60_000  # a message that never completes
+            first = h2_client.call("/grpc.health.v1.Health/Check", partial, end_stream=False)
+            second = h2_client.call("/grpc.health.v1.Health/Check", partial, end_stream=False)
+            trailers = h2_client.answer(second)[2]
+            assert trailers[b"grpc-status"] == str(grpc.StatusCode.RESOURCE_EXHAUSTED.value[0]).encode()
+            assert b"buffered on this connection" in trailers[b"grpc-message"]
+            h2_client.conn.reset_stream(first)  # its bytes are released: a new call fits again
+            h2_client.flush()
+            check = h2_client.call("/grpc.health.v1.Health/Check", framed(b""))
+            assert h2_client.answer(check)[2][b"grpc-status"] == b"0"
+        finally:
+            h2_client.close()

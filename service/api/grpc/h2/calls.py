@@ -30,6 +30,7 @@ RESPONSE_HEADERS = header_block(
 )
 STATUS_OK = literal(b"grpc-status", b"0")
 QUEUED_MESSAGES = 32  # a streaming call's messages read but not yet taken by its handler, before flow control
+QUEUED_BYTES = 1 << 20  # ... and their bytes
 SEND_BUFFER = 1 << 20  # a streaming response waits for the client to read past this many unsent bytes
 WINDOW_BITS = {b"gzip": 16 + zlib.MAX_WBITS, b"deflate": zlib.MAX_WBITS}  # grpc's "deflate" is zlib's format
 TIMEOUT = re.compile(rb"(\d{1,8})([HMSmun])")
@@ -62,8 +63,14 @@ def status_fields(code: grpc.StatusCode, details: str, metadata: Sequence[tuple[
         if isinstance(value, bytes):
             fields += literal(key.lower().encode(), base64.b64encode(value).rstrip(b"="))
         else:
-            fields += literal(key.lower().encode(), value.encode())
+            fields += literal(key.lower().encode(), value.encode() if value.isascii() and value.isprintable()
+                              else printable(value))  # fmt: skip
     return fields
+
+
+def printable(value: str) -> bytes:
+    """A metadata value as HTTP/2 may carry it: printable ASCII only (a CR or LF would break the trailers)."""
+    return bytes(byte for byte in value.encode() if 0x20 <= byte <= 0x7E)
 
 
 def request_metadata(headers: Iterable[tuple[bytes, bytes]]) -> Metadata:
@@ -75,7 +82,10 @@ def request_metadata(headers: Iterable[tuple[bytes, bytes]]) -> Metadata:
         if name.endswith(b"-bin"):
             pairs.append((name.decode(), base64.b64decode(value + b"=" * (-len(value) % 4))))
         else:
-            pairs.append((name.decode(), value.decode("latin-1")))
+            try:
+                pairs.append((name.decode(), value.decode()))
+            except UnicodeDecodeError:
+                pairs.append((name.decode(), value.decode("latin-1")))
     return tuple(pairs)
 
 
@@ -120,10 +130,13 @@ class GrpcCall:
         "_buffer",
         "_done",
         "_headers_sent",
+        "_held",
         "_input_done",
         "_max_message",
         "_queue",
+        "_queued_bytes",
         "_task",
+        "_timer",
         "_waiter",
         "_withheld",
         "connection",
@@ -154,13 +167,18 @@ class GrpcCall:
         self.trailing_metadata: Metadata = ()
         self._max_message = max_message
         self._buffer = bytearray()
-        self._queue: deque[bytes] = deque()
+        self._queue: deque[tuple[bytes, int]] = deque()  # messages and their framed sizes
+        self._queued_bytes = 0
+        self._held = 0  # bytes of this call in the connection's ``buffered``
         self._waiter: asyncio.Future[None] | None = None
         self._input_done = False
         self._withheld = 0
         self._task: asyncio.Task[None] | None = None
         self._headers_sent = False
         self._done = False
+        # the deadline covers the whole call (a slow upload, a blocked answer), as grpc's own servers do
+        loop = asyncio.get_running_loop()
+        self._timer = loop.call_at(deadline, self._expire) if deadline is not None else None
         if handler.request_streaming:
             self._task = asyncio.ensure_future(self._run(None))
 
@@ -168,6 +186,12 @@ class GrpcCall:
     def received(self, data: bytes) -> None:
         if self._done:
             return
+        connection = self.connection
+        connection.buffered += len(data)
+        self._held += len(data)
+        if connection.buffered > connection.limits.max_buffered:
+            return self.fail(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                             f"more than {connection.limits.max_buffered} request bytes buffered on this connection")  # fmt: skip
         buffer = self._buffer
         buffer += data
         while len(buffer) >= 5:
@@ -184,7 +208,7 @@ class GrpcCall:
                     message = inflated(message, self.encoding, self._max_message)
                 except Aborted as refused:
                     return self.fail(refused.code, refused.details)
-            self._deliver(message)
+            self._deliver(message, 5 + size)
         if self.handler.request_streaming:
             self._withheld += len(data)
             self._release_credit()
@@ -204,20 +228,38 @@ class GrpcCall:
         if self._task is not None:
             self._task.cancel()
 
+    def closed(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._release(self._held)
+        self._queue.clear()
+
+    def _expire(self) -> None:
+        if not self._done:
+            self.fail(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded")
+        self.connection.expire(self.stream)  # an answer still waiting for the client's window is dropped
+
+    def _release(self, size: int) -> None:
+        self._held -= size
+        self.connection.buffered -= size
+
     # --- messages in -----------------------------------------------------------------------------------------
-    def _deliver(self, message: bytes) -> None:
+    def _deliver(self, message: bytes, size: int) -> None:
         if self.handler.request_streaming:
-            self._queue.append(message)
+            self._queue.append((message, size))
+            self._queued_bytes += size
             self._wake()
-        elif self._task is None:
-            self._task = asyncio.ensure_future(self._run(message))
+        else:
+            self._release(size)
+            if self._task is None:
+                self._task = asyncio.ensure_future(self._run(message))
 
     def _wake(self) -> None:
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)
 
     def _release_credit(self) -> None:
-        if len(self._queue) < QUEUED_MESSAGES and self._withheld:
+        if self._withheld and len(self._queue) < QUEUED_MESSAGES and self._queued_bytes < QUEUED_BYTES:
             self.connection.credit(self.stream, self._withheld)
             self._withheld = 0
 
@@ -229,7 +271,9 @@ class GrpcCall:
                     return
                 self._waiter = asyncio.get_running_loop().create_future()
                 await self._waiter
-            message = self._queue.popleft()
+            message, size = self._queue.popleft()
+            self._queued_bytes -= size
+            self._release(size)
             self._release_credit()
             yield parsed(deserialize, message)
 
@@ -237,24 +281,21 @@ class GrpcCall:
     async def _run(self, message: bytes | None) -> None:
         handler, context = self.handler, CallContext(self)
         try:
-            async with asyncio.timeout_at(self.deadline):
-                if message is not None:
-                    request = parsed(handler.request_deserializer, message)
-                    if handler.response_streaming:
-                        await self._send_all(handler.unary_stream(request, context))
-                    else:
-                        await self._answer(await handler.unary_unary(request, context))
-                elif handler.response_streaming:
-                    await self._send_all(handler.stream_stream(self.requests(), context))
+            if message is not None:
+                request = parsed(handler.request_deserializer, message)
+                if handler.response_streaming:
+                    await self._send_all(handler.unary_stream(request, context))
                 else:
-                    await self._answer(await handler.stream_unary(self.requests(), context))
+                    await self._answer(await handler.unary_unary(request, context))
+            elif handler.response_streaming:
+                await self._send_all(handler.stream_stream(self.requests(), context))
+            else:
+                await self._answer(await handler.stream_unary(self.requests(), context))
             self.finish(grpc.StatusCode.OK, "")
         except Aborted as aborted:
             self.finish(aborted.code, aborted.details)
-        except TimeoutError:
-            self.finish(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded")
         except asyncio.CancelledError:
-            pass  # the client reset the stream or the connection went away: nobody to answer
+            pass  # answered already (deadline, a refused message), or the client reset the stream or left
         except Exception:
             log.exception("gRPC method handler failed")
             self.finish(grpc.StatusCode.UNKNOWN, "Unexpected error in the method handler")
@@ -346,6 +387,9 @@ class UnknownMethod:
         pass
 
     def cancelled(self) -> None:
+        pass
+
+    def closed(self) -> None:
         pass
 
 

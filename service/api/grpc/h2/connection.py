@@ -48,13 +48,16 @@ class Limits:
     stream_window: int = 1 << 20  # what a client may send on one stream before its handler reads it
     connection_window: int = 1 << 24
     max_frame: int = 1 << 20
-    max_header_list: int = 16 << 10
+    max_header_list: int = 16 << 10  # advertised: a call with more metadata fails, its connection stays
+    max_header_block: int = 64 << 10  # encoded bytes of one header block; past this the connection ends
+    max_buffered: int = 64 << 20  # request bytes held for handlers on one connection; past this a call fails
 
 
 class StreamHandler(Protocol):
     def received(self, data: bytes) -> None: ...
     def input_ended(self) -> None: ...
-    def cancelled(self) -> None: ...
+    def cancelled(self) -> None: ...  # the client reset the stream or the connection went away
+    def closed(self) -> None: ...  # the stream is gone, answered or not
 
 
 Opener = Callable[["Http2Connection", "Stream", Headers], StreamHandler]
@@ -90,7 +93,7 @@ class Http2Connection(asyncio.Protocol):
         self._on_close = on_close
         self._buffer = bytearray()
         self._preface_seen = False
-        self._decoder = HeaderBlockDecoder(limits.max_header_list)
+        self._decoder = HeaderBlockDecoder(4 * limits.max_header_block)
         self._streams: dict[int, Stream] = {}
         self._blocked: set[Stream] = set()
         self._last_stream_id = 0
@@ -101,6 +104,8 @@ class Http2Connection(asyncio.Protocol):
         self._recv_window = limits.connection_window
         self._pending: list[bytes] = []
         self._closing = False
+        self._writing_paused = False
+        self.buffered = 0  # request bytes read but not yet taken by handlers (``calls`` keeps the count)
         self._transport: asyncio.Transport | None = None
         self._loop = asyncio.get_running_loop()
         self.closed: asyncio.Future[None] = self._loop.create_future()
@@ -124,6 +129,19 @@ class Http2Connection(asyncio.Protocol):
         self._on_close(self)
         if not self.closed.done():
             self.closed.set_result(None)
+
+    def pause_writing(self) -> None:
+        """The socket's send buffer is full (the client reads slowly): stop reading it and sending DATA."""
+        self._writing_paused = True
+        if self._transport is not None:
+            self._transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        self._writing_paused = False
+        if self._transport is not None:
+            self._transport.resume_reading()
+        for stream in list(self._blocked):
+            self._pump(stream)
 
     def data_received(self, data: bytes) -> None:
         buffer = self._buffer
@@ -217,6 +235,8 @@ class Http2Connection(asyncio.Protocol):
         block = unpadded(flags, payload)
         if flags & PRIORITY_FLAG:
             block = block[5:]
+        if len(block) > self._limits.max_header_block:
+            raise ProtocolViolation(ErrorCode.ENHANCE_YOUR_CALM, "header block too large")
         if flags & END_HEADERS:
             self._header_block(flags, stream_id, block)
         else:
@@ -227,7 +247,7 @@ class Http2Connection(asyncio.Protocol):
             raise ProtocolViolation(ErrorCode.PROTOCOL_ERROR, "CONTINUATION without its HEADERS")
         _, first_flags, block = self._headers_in_progress
         block += payload
-        if len(block) > self._limits.max_header_list:
+        if len(block) > self._limits.max_header_block:
             raise ProtocolViolation(ErrorCode.ENHANCE_YOUR_CALM, "header block too large")
         if flags & END_HEADERS:
             self._headers_in_progress = None
@@ -251,6 +271,7 @@ class Http2Connection(asyncio.Protocol):
             return
         stream = Stream(stream_id, self._peer_window, self._limits.stream_window)
         self._streams[stream_id] = stream
+        stream.remote_closed = bool(flags & END_STREAM)  # so an answer given at once sends no RST_STREAM
         stream.handler = self._open(self, stream, headers)
         if flags & END_STREAM and stream.id in self._streams:
             self._remote_closed(stream)
@@ -264,6 +285,8 @@ class Http2Connection(asyncio.Protocol):
         if len(payload) != 4:
             raise ProtocolViolation(ErrorCode.FRAME_SIZE_ERROR, "WINDOW_UPDATE must carry 4 bytes")
         increment = int.from_bytes(payload, "big") & 0x7FFFFFFF
+        if not increment:
+            raise ProtocolViolation(ErrorCode.PROTOCOL_ERROR, "WINDOW_UPDATE of 0")
         if not stream_id:
             self._send_window += increment
             if self._send_window > MAX_WINDOW:
@@ -331,6 +354,10 @@ class Http2Connection(asyncio.Protocol):
         address = self._transport.get_extra_info("peername") if self._transport else None
         return f"ipv4:{address[0]}:{address[1]}" if address else "unknown"
 
+    @property
+    def limits(self) -> Limits:
+        return self._limits
+
     # --- shutdown --------------------------------------------------------------------------------------------
     def shutdown(self) -> None:
         """GOAWAY: streams already opened finish, new ones are refused; the connection closes once idle."""
@@ -340,10 +367,17 @@ class Http2Connection(asyncio.Protocol):
             self._close_when_idle()
 
     def abort(self) -> None:
+        """End every call now and drop the connection, without waiting for the client to read."""
+        for stream in list(self._streams.values()):
+            self._forget(stream, cancel=True)
         if self._transport is not None:
-            self.write(goaway(self._last_stream_id, ErrorCode.NO_ERROR))
-            self._flush()
-            self._transport.close()
+            self._transport.abort()
+
+    def expire(self, stream: Stream) -> None:
+        """The call's deadline passed while its answer waited for the client's window: give up on it."""
+        if stream.id in self._streams:
+            self.write(rst_stream(stream.id, ErrorCode.CANCEL))
+            self._forget(stream, cancel=True)
 
     # --- internals -------------------------------------------------------------------------------------------
     def write(self, data: bytes) -> None:
@@ -369,6 +403,9 @@ class Http2Connection(asyncio.Protocol):
     def _pump(self, stream: Stream) -> None:
         outbound = stream.outbound
         while outbound:
+            if self._writing_paused:
+                self._blocked.add(stream)
+                return
             size = min(len(outbound), stream.send_window, self._send_window, self._peer_max_frame)
             if size <= 0:
                 self._blocked.add(stream)
@@ -391,8 +428,10 @@ class Http2Connection(asyncio.Protocol):
         self._blocked.discard(stream)
         if stream.drained is not None and not stream.drained.done():
             stream.drained.set_result(None)
-        if cancel and stream.handler is not None:
-            stream.handler.cancelled()
+        if stream.handler is not None:
+            if cancel:
+                stream.handler.cancelled()
+            stream.handler.closed()
         if self._closing:
             self._close_when_idle()
 

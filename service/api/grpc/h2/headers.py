@@ -14,16 +14,24 @@ from hpack import Decoder
 
 Headers = tuple[tuple[bytes, bytes], ...]
 REMEMBERED = 256
+REMEMBERED_BLOCK = 1024  # a repeated call's block is tens of bytes; larger ones are not worth keeping
 
 
-def table_state(table: Any) -> tuple[int, int, int, int]:
+def table_state(table: Any) -> tuple[int, object, int]:
+    """What a block can change: every added entry is a new object at the front (compared by identity: an
+    equal header added again still shifts the indexes), a size update changes the maximum."""
     entries = table.dynamic_entries
-    return len(entries), id(entries[0]) if entries else 0, table._current_size, table._maxsize
+    return len(entries), entries[0] if entries else None, table._maxsize
+
+
+def same_table(before: tuple[int, object, int], after: tuple[int, object, int]) -> bool:
+    return before[0] == after[0] and before[1] is after[1] and before[2] == after[2]
 
 
 class HeaderBlockDecoder:
-    def __init__(self, max_header_list: int) -> None:
-        self._decoder = Decoder(max_header_list_size=max_header_list)
+    def __init__(self, max_decoded: int) -> None:
+        # a list over the advertised size is still decoded whole, to keep the table, and refused per call
+        self._decoder = Decoder(max_header_list_size=max_decoded)
         self._remembered: dict[bytes, Headers] = {}
 
     def decode(self, block: bytes) -> Headers:
@@ -34,8 +42,8 @@ class HeaderBlockDecoder:
         table = self._decoder.header_table
         before = table_state(table)
         headers = tuple((name, value) for name, value in self._decoder.decode(block, raw=True))
-        if table_state(table) != before:
+        if not same_table(before, table_state(table)):
             self._remembered.clear()
-        elif len(self._remembered) < REMEMBERED:
+        elif len(block) <= REMEMBERED_BLOCK and len(self._remembered) < REMEMBERED:
             self._remembered[block] = headers
         return headers

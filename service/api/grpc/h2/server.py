@@ -55,6 +55,10 @@ class Http2GrpcServer:
             b"application/grpc"
         ):
             return not_grpc(connection, stream)
+        size = sum(len(name) + len(value) + 32 for name, value in headers)  # as RFC 9113 counts it
+        if size > self._limits.max_header_list:
+            return refuse(connection, stream, grpc.StatusCode.RESOURCE_EXHAUSTED,
+                          f"header list of {size} bytes, more than {self._limits.max_header_list}")  # fmt: skip
         path = fields.get(b":path", b"")
         handler = self._method(path)
         if handler is None:
