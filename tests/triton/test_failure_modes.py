@@ -8,6 +8,7 @@ in-process int8 student; one more caller calls the Triton variant directly.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -96,18 +97,21 @@ def test_model_unloaded_under_load_falls_back_at_once_then_returns(
 ) -> None:
     control = triton_http.InferenceServerClient(explicit_triton.http_url)
     settings = tiered(tiny_registry, tmp_path, explicit_triton.grpc_url)
-    with run_service(settings) as running, running.client() as client:
+    # tritonclient.http runs on gevent, whose hub belongs to one thread: every control call goes to the same one
+    control_thread = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="triton-control")
+    with control_thread, run_service(settings) as running, running.client() as client:
         assert readiness(client) == (200, 200, 200, "READY")
 
         async def scenario() -> tuple[list[Answer], float, float, tuple[int, int, int, str]]:
+            loop = asyncio.get_running_loop()
             stop = asyncio.Event()
             traffic = asyncio.create_task(drive(running.url, stop, ROWS, direct=TRITON_MODEL))
             await asyncio.sleep(1.0)
-            await asyncio.to_thread(control.unload_model, TRITON_MODEL)
+            await loop.run_in_executor(control_thread, control.unload_model, TRITON_MODEL)
             unloaded = time.monotonic()
             await asyncio.sleep(1.0)
             while_unloaded = await asyncio.to_thread(readiness, client)
-            await asyncio.to_thread(control.load_model, TRITON_MODEL)
+            await loop.run_in_executor(control_thread, control.load_model, TRITON_MODEL)
             reloaded = time.monotonic()
             await asyncio.sleep(3.0)  # health interval + breaker reset, then answers from Triton again
             stop.set()
