@@ -34,13 +34,17 @@ class ServerSettings(BaseModel):
         10.0,
         gt=0,
         description="A request's line and headers must arrive within this, counted from the connection's "
-        "opening or the request's first byte; later: 408 and the connection is closed.",
+        "opening or the request's first byte; later: 408 and the connection is closed. gRPC: a connection "
+        "must open HTTP/2 within this.",
     )
     body_timeout_s: float = Field(
         30.0, gt=0, description="A request's body must arrive within this after its headers; later: 408."
     )
     max_connections: int = Field(
-        1024, ge=1, description="Open HTTP connections; one more is answered 503 and closed."
+        1024,
+        ge=1,
+        description="Open connections per front: one more HTTP connection is answered 503 and closed, "
+        "one more gRPC connection gets GOAWAY.",
     )
     cors_origins: list[str] = Field(
         default_factory=list, description="Origins allowed by CORS; none: CORS off."

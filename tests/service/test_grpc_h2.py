@@ -234,15 +234,7 @@ def test_a_reset_call_is_dropped_and_the_connection_keeps_serving(
 def test_a_peer_that_does_not_speak_http2_gets_goaway_and_is_closed(service: RunningService) -> None:
     with socket.create_connection(("127.0.0.1", service.grpc_port), timeout=10) as sock:
         sock.sendall(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
-        received = b""
-        while chunk := sock.recv(4096):
-            received += chunk
-    frames, position = [], 0
-    while position + 9 <= len(received):
-        length = int.from_bytes(received[position : position + 3], "big")
-        frames.append(received[position + 3])
-        position += 9 + length
-    assert frames[-1] == 7  # GOAWAY, then the server closed
+        assert read_until_closed(sock)[-1] == 7  # GOAWAY, then the server closed
 
 
 def test_stopping_lets_calls_in_flight_finish_and_refuses_new_ones(
@@ -322,6 +314,34 @@ def test_request_bytes_held_on_a_connection_are_bounded() -> None:
             assert b"buffered on this connection" in trailers[b"grpc-message"]
             h2_client.conn.reset_stream(first)  # its bytes are released: a new call fits again
             h2_client.flush()
+            check = h2_client.call("/grpc.health.v1.Health/Check", framed(b""))
+            assert h2_client.answer(check)[2][b"grpc-status"] == b"0"
+        finally:
+            h2_client.close()
+
+
+def read_until_closed(sock: socket.socket) -> list[int]:
+    """The types of the frames the server sent before closing the connection."""
+    received = b""
+    while chunk := sock.recv(4096):
+        received += chunk
+    kinds, position = [], 0
+    while position + 9 <= len(received):
+        kinds.append(received[position + 3])
+        position += 9 + int.from_bytes(received[position : position + 3], "big")
+    return kinds
+
+
+def test_silent_connections_are_closed_and_connections_past_the_cap_refused() -> None:
+    with bare_h2_server(Limits(preface_timeout_s=0.3, max_connections=1)) as port:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as silent:
+            started = time.monotonic()
+            assert read_until_closed(silent)[-1] == 7  # GOAWAY, then closed
+            assert time.monotonic() - started < 5
+        h2_client = H2Client(port)  # the one connection allowed
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as one_too_many:
+                assert read_until_closed(one_too_many) == [7]
             check = h2_client.call("/grpc.health.v1.Health/Check", framed(b""))
             assert h2_client.answer(check)[2][b"grpc-status"] == b"0"
         finally:

@@ -9,6 +9,7 @@ import grpc
 from grpc_health.v1 import health_pb2_grpc
 from tritonclient.grpc import service_pb2_grpc
 
+from service.api.grpc.h2.connection import Limits
 from service.api.grpc.h2.server import Http2GrpcServer
 from service.api.grpc.health import HealthServicer
 from service.api.grpc.servicer import InferenceServicer
@@ -26,7 +27,9 @@ class GrpcServer:
         limit = settings.server.grpc_max_message_bytes
         self._server: Http2GrpcServer | grpc.aio.Server
         if settings.server.grpc_transport == "h2":
-            self._server = Http2GrpcServer(limit)
+            server = settings.server
+            limits = Limits(max_connections=server.max_connections, preface_timeout_s=server.head_timeout_s)
+            self._server = Http2GrpcServer(limit, limits)
         else:
             self._server = grpc.aio.server(
                 options=[("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", limit)]

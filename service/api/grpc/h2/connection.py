@@ -45,12 +45,14 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class Limits:
     max_concurrent_streams: int = 1024
+    max_connections: int = 1024
     stream_window: int = 1 << 20  # what a client may send on one stream before its handler reads it
     connection_window: int = 1 << 24
     max_frame: int = 1 << 20
     max_header_list: int = 16 << 10  # advertised: a call with more metadata fails, its connection stays
     max_header_block: int = 64 << 10  # encoded bytes of one header block; past this the connection ends
     max_buffered: int = 64 << 20  # request bytes held for handlers on one connection; past this a call fails
+    preface_timeout_s: float = 10.0  # a connection that has not said it speaks HTTP/2 by then is closed
 
 
 class StreamHandler(Protocol):
@@ -87,7 +89,14 @@ class Stream:
 
 
 class Http2Connection(asyncio.Protocol):
-    def __init__(self, opener: Opener, limits: Limits, on_close: Callable[[Http2Connection], None]) -> None:
+    def __init__(
+        self,
+        opener: Opener,
+        limits: Limits,
+        on_close: Callable[[Http2Connection], None],
+        refuse: bool = False,
+    ) -> None:
+        self._refuse = refuse  # one connection too many: GOAWAY at once
         self._open = opener
         self._limits = limits
         self._on_close = on_close
@@ -109,10 +118,15 @@ class Http2Connection(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
         self._loop = asyncio.get_running_loop()
         self.closed: asyncio.Future[None] = self._loop.create_future()
+        self._preface_timer: asyncio.TimerHandle | None = None
 
     # --- the asyncio protocol -------------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)  # uvloop's transports are not subclasses
+        if self._refuse:
+            self._fail(ErrorCode.ENHANCE_YOUR_CALM, "too many connections")
+            return
+        self._preface_timer = self._loop.call_later(self._limits.preface_timeout_s, self._preface_late)
         limits = self._limits
         self.write(settings_frame({
             Setting.MAX_CONCURRENT_STREAMS: limits.max_concurrent_streams,
@@ -122,7 +136,13 @@ class Http2Connection(asyncio.Protocol):
             Setting.ENABLE_PUSH: 0,
         }) + window_update(0, limits.connection_window - DEFAULT_WINDOW))  # fmt: skip
 
+    def _preface_late(self) -> None:
+        if not self._preface_seen:
+            self._fail(ErrorCode.PROTOCOL_ERROR, "no HTTP/2 connection preface in time")
+
     def connection_lost(self, exc: Exception | None) -> None:
+        if self._preface_timer is not None:
+            self._preface_timer.cancel()
         self._transport = None
         for stream in list(self._streams.values()):
             self._forget(stream, cancel=True)
@@ -156,6 +176,8 @@ class Http2Connection(asyncio.Protocol):
                     raise ProtocolViolation(ErrorCode.PROTOCOL_ERROR, "not an HTTP/2 connection preface")
                 del buffer[: len(PREFACE)]
                 self._preface_seen = True
+                if self._preface_timer is not None:
+                    self._preface_timer.cancel()
             position, size, max_frame = 0, len(buffer), self._limits.max_frame
             while size - position >= 9:
                 length = int.from_bytes(buffer[position : position + 3], "big")

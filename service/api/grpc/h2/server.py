@@ -73,6 +73,9 @@ class Http2GrpcServer:
         return GrpcCall(connection, stream, handler, metadata, deadline, self._max_message, encoding)
 
     def _connection(self) -> Http2Connection:
+        if len(self._connections) >= self._limits.max_connections:
+            log.warning("refused a gRPC connection: %d open is the limit", self._limits.max_connections)
+            return Http2Connection(self._open, self._limits, self._connections.discard, refuse=True)
         connection = Http2Connection(self._open, self._limits, self._connections.discard)
         self._connections.add(connection)
         return connection
