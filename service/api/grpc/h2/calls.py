@@ -300,27 +300,26 @@ class GrpcCall:
             log.exception("gRPC method handler failed")
             self.finish(grpc.StatusCode.UNKNOWN, "Unexpected error in the method handler")
 
-    async def _answer(self, response: Any) -> None:
+    def _framed(self, response: Any) -> bytes:
         body = self.handler.response_serializer(response)
         if len(body) > self._max_message:
             raise Aborted(grpc.StatusCode.RESOURCE_EXHAUSTED,
                           f"Sent message larger than max ({len(body)} vs. {self._max_message})")  # fmt: skip
-        trailers = (
-            STATUS_OK + status_fields_of(self.trailing_metadata) if self.trailing_metadata else STATUS_OK
-        )
+        return b"\0" + len(body).to_bytes(4, "big") + body
+
+    async def _answer(self, response: Any) -> None:
+        message = self._framed(response)
+        metadata = self.trailing_metadata
+        trailers = status_fields(grpc.StatusCode.OK, "", metadata) if metadata else STATUS_OK
         self._done = True
-        self.connection.send(self.stream, RESPONSE_HEADERS, framed(body), trailers)
+        self.connection.send(self.stream, RESPONSE_HEADERS, message, trailers)
 
     async def _send_all(self, responses: AsyncIterator[Any]) -> None:
-        serialize = self.handler.response_serializer
         async for response in responses:
-            body = serialize(response)
-            if len(body) > self._max_message:
-                raise Aborted(grpc.StatusCode.RESOURCE_EXHAUSTED,
-                              f"Sent message larger than max ({len(body)} vs. {self._max_message})")  # fmt: skip
+            message = self._framed(response)
             headers = b"" if self._headers_sent else RESPONSE_HEADERS
             self._headers_sent = True
-            self.connection.send(self.stream, headers, framed(body))
+            self.connection.send(self.stream, headers, message)
             if len(self.stream.outbound) >= SEND_BUFFER:
                 await self.connection.drained(self.stream, SEND_BUFFER)
 
@@ -367,16 +366,9 @@ def parsed(deserialize: Any, message: bytes) -> Any:
         raise Aborted(grpc.StatusCode.INTERNAL, "the request message could not be parsed") from error
 
 
-def status_fields_of(metadata: Metadata) -> bytes:
-    return status_fields(grpc.StatusCode.OK, "", metadata)[len(STATUS_OK) :]
-
-
-def framed(body: bytes) -> bytes:
-    return b"\0" + len(body).to_bytes(4, "big") + body
-
-
-class UnknownMethod:
-    """A stream whose path names no registered method, or whose headers are not gRPC's: answered at once."""
+class Answered:
+    """A stream answered as soon as its headers arrived (no such method, not gRPC, refused): the rest of what
+    the client sends on it is dropped."""
 
     __slots__ = ()
 
@@ -393,12 +385,12 @@ class UnknownMethod:
         pass
 
 
-def refuse(connection: Http2Connection, stream: Stream, code: grpc.StatusCode, details: str) -> UnknownMethod:
+def refuse(connection: Http2Connection, stream: Stream, code: grpc.StatusCode, details: str) -> Answered:
     connection.send(stream, trailers=RESPONSE_HEADERS + status_fields(code, details, ()))
-    return UnknownMethod()
+    return Answered()
 
 
-def not_grpc(connection: Http2Connection, stream: Stream) -> UnknownMethod:
+def not_grpc(connection: Http2Connection, stream: Stream) -> Answered:
     """A request that is not gRPC (wrong method or content type): HTTP 415, as grpc's own servers answer."""
     connection.send(stream, trailers=header_block([(b":status", b"415")], status_200=False))
-    return UnknownMethod()
+    return Answered()
