@@ -1,8 +1,9 @@
 """Bare transports: what HTTP/1.1 (uvicorn) and gRPC (grpc.aio) cost per call with no model behind them.
 
 ``python -m benchmarks.ceilings http|grpc|grpcio PORT`` serves OIP inference with a canned answer: the HTTP
-server decodes the JSON tensor as the service does, on uvicorn's httptools protocol with the service's direct
-path for inference (``service.api.http.direct``); the gRPC servers parse the protobuf request (unary and
+server decodes the JSON tensor as the service does, on uvicorn's httptools protocol as the service runs it:
+the direct path for inference (``service.api.http.direct``) and the client guards with their default limits
+(``service.api.http.guards``); the gRPC servers parse the protobuf request (unary and
 streaming), ``grpc`` on the service's own HTTP/2 transport (``service.api.grpc.h2``), ``grpcio`` on grpc.aio. Measured under the same load generators as the service, they bound what any Python service on
 these libraries can serve here, so they tell a missed ratio that the transports themselves rule out from
 one that better code would reach.
@@ -23,8 +24,9 @@ from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc
 
 from service.api.grpc.h2.server import Http2GrpcServer
-from service.api.http.direct import DirectInferProtocol
+from service.api.http.guards import ClientLimits, guarded_protocol
 from service.codecs import decode_json
+from service.config import ServerSettings
 from service.sockets import bind
 
 LOGITS = b"\0" * 40  # ten FP32 zeros
@@ -125,7 +127,8 @@ def main(argv: list[str]) -> None:
         uvloop.run(serve_grpcio(port))
     else:
         config = uvicorn.Config(
-            BareHttp(), http=DirectInferProtocol, log_level="warning", lifespan="off", access_log=False,
+            BareHttp(), http=guarded_protocol(ClientLimits.of(ServerSettings())), log_level="warning", lifespan="off",
+            access_log=False,
             proxy_headers=False,  # as the service runs by default: its wrapper would hide the direct route
         )  # fmt: skip
         uvloop.run(uvicorn.Server(config).serve(sockets=[bind("127.0.0.1", port)]))

@@ -40,6 +40,11 @@ class ServerSettings(BaseModel):
     body_timeout_s: float = Field(
         30.0, gt=0, description="A request's body must arrive within this after its headers; later: 408."
     )
+    keep_alive_timeout_s: float = Field(
+        5.0,
+        gt=0,
+        description="An HTTP connection idle this long between requests is closed (uvicorn's default).",
+    )
     max_connections: int = Field(
         1024,
         ge=1,

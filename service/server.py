@@ -70,9 +70,7 @@ def uvicorn_config(app: FastAPI, settings: Settings, **overrides: Any) -> uvicor
     """How uvicorn runs the app, here and in the tests: one place, so they cannot drift apart."""
     server = settings.server
     options: dict[str, Any] = {
-        "http": guarded_protocol(
-            ClientLimits(server.head_timeout_s, server.body_timeout_s, server.max_connections)
-        ),
+        "http": guarded_protocol(ClientLimits.of(server)),
         "log_level": server.log_level,
         "access_log": server.access_log,
         # X-Forwarded-For only changes the client address, which only the access log shows

@@ -102,6 +102,22 @@ def test_a_client_that_sends_in_pieces_within_the_deadlines_is_served(strict: Ru
             assert client.post(INFER, content=ONE_DIGIT).status_code == 200
 
 
+def test_an_idle_kept_alive_connection_is_closed_silently_after_the_keep_alive_timeout(
+    tiny_registry: Path,
+) -> None:
+    """The idle wait between requests has its own limit, shorter here than the head's: it, not the head's
+    10 s, decides when the connection goes; and a request that comes in time is served on the same one."""
+    server = {"keep_alive_timeout_s": 0.4, "head_timeout_s": 10}
+    with run_service(make_settings(tiny_registry, server=server)) as service, connection(service) as sock:
+        for _ in range(2):
+            sock.sendall(request_head(len(ONE_DIGIT)) + ONE_DIGIT)
+            assert status_of(sock.recv(65536)) == 200
+            time.sleep(0.1)
+        started = time.monotonic()
+        assert read_until_closed(sock) == b""  # closed without a word, as uvicorn closes idle connections
+        assert 0.2 < time.monotonic() - started < 5
+
+
 def test_connections_beyond_the_cap_are_refused_503_until_one_closes(tiny_registry: Path) -> None:
     settings = make_settings(tiny_registry, server={"max_connections": 3, "head_timeout_s": 60})
     with run_service(settings) as service:

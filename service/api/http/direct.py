@@ -73,6 +73,9 @@ class DirectCycle:
 
 
 class DirectInferProtocol(CoalescingHttpToolsProtocol):
+    _defaults: list[tuple[bytes, bytes]] | None = None  # uvicorn's default headers, replaced once a second
+    _defaults_head = b""
+
     def on_headers_complete(self) -> None:
         cycle = self._direct_cycle()
         if cycle is None:
@@ -135,6 +138,14 @@ class DirectInferProtocol(CoalescingHttpToolsProtocol):
             return None  # the ASGI path reads, limits and decompresses bodies, and says what is wrong
         return DirectCycle(endpoint, path, *target, headers)
 
+    def _default_head(self) -> bytes:
+        """uvicorn's default headers (date, server) as they open every response, joined once per change."""
+        defaults = self.server_state.default_headers
+        if defaults is not self._defaults:
+            self._defaults = defaults
+            self._defaults_head = b"".join(name + b": " + value + b"\r\n" for name, value in defaults)
+        return self._defaults_head
+
     async def _answer(self, cycle: DirectCycle) -> None:
         chunks = cycle.chunks
         body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
@@ -148,8 +159,8 @@ class DirectInferProtocol(CoalescingHttpToolsProtocol):
         if self.access_log:  # uvicorn's line, as its ASGI path logs it
             client = f"{self.client[0]}:{self.client[1]}" if self.client else ""
             self.access_logger.info('%s - "POST %s HTTP/1.1" %d', client, cycle.path, status)
-        head = [STATUS_LINE[status]]
-        for name, value in (*self.server_state.default_headers, *headers):
+        head = [STATUS_LINE[status], self._default_head()]
+        for name, value in headers:
             head += (name, b": ", value, b"\r\n")
         if not cycle.keep_alive:
             head.append(b"connection: close\r\n")

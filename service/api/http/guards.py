@@ -18,6 +18,7 @@ import logging
 from dataclasses import dataclass
 
 from service.api.http.direct import DirectInferProtocol
+from service.config import ServerSettings
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +27,14 @@ log = logging.getLogger(__name__)
 class ClientLimits:
     head_timeout_s: float  # from a connection's opening, or a request's first byte, to its last header
     body_timeout_s: float  # from the last header to the body's last byte
+    keep_alive_timeout_s: float  # from a response to the next request's first byte
     max_connections: int  # open connections; one more is answered 503 and closed
+
+    @classmethod
+    def of(cls, server: ServerSettings) -> ClientLimits:
+        return cls(
+            server.head_timeout_s, server.body_timeout_s, server.keep_alive_timeout_s, server.max_connections
+        )
 
 
 def plain_response(status: bytes, message: str, *extra: bytes) -> bytes:
@@ -43,18 +51,20 @@ def plain_response(status: bytes, message: str, *extra: bytes) -> bytes:
 
 
 class GuardedHttpToolsProtocol(DirectInferProtocol):
-    """One connection: a request's head and body each have a deadline; a request being served has none.
+    """One connection: a request's head and body each have a deadline, and so has the idle time between
+    requests (in place of uvicorn's ``timeout_keep_alive``); a request being served has none.
 
     A request only stamps when its phase began (two attribute writes): the one timer a connection holds
     is armed when none is pending and, when it fires, compares the phase's age with its limit, re-arming
-    for the rest if the phase began later. Two timers armed and cancelled per request cost more than the
-    rest of the guard on a one-digit inference.
+    for the rest if the phase began later. uvicorn arms and cancels a keep-alive timer of its own for every
+    response; that and two more per request cost more than the rest of the guard on a one-digit inference,
+    so the idle time between requests is this timer's third phase instead.
     """
 
     limits: ClientLimits  # set on the subclass ``guarded_protocol`` makes
 
     _timer: asyncio.TimerHandle | None = None
-    _phase: str | None = None  # "head" or "body" while a request is being received; None otherwise
+    _phase: str | None = None  # "head", "body" or "idle"; None while a request is being served
     _phase_started = 0.0
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -84,23 +94,44 @@ class GuardedHttpToolsProtocol(DirectInferProtocol):
         super().on_message_complete()
         self._phase = None
 
+    def on_response_complete(self) -> None:
+        """uvicorn's, with the keep-alive wait as the ``idle`` phase instead of a timer per response."""
+        self.server_state.total_requests += 1
+        if self.transport.is_closing():
+            return
+        self.flow.resume_reading()
+        if self.pipeline:
+            cycle, app = self.pipeline.pop()
+            self._start_asgi_task(cycle, app)
+        elif self._phase is None:  # not already receiving the next request
+            self._enter("idle")
+
     def _limit(self, phase: str) -> float:
-        return self.limits.head_timeout_s if phase == "head" else self.limits.body_timeout_s
+        if phase == "head":
+            return self.limits.head_timeout_s
+        return self.limits.body_timeout_s if phase == "body" else self.limits.keep_alive_timeout_s
 
     def _enter(self, phase: str) -> None:
         self._phase = phase
-        self._phase_started = self.loop.time()
-        if self._timer is None:
-            self._timer = self.loop.call_at(self._phase_started + self._limit(phase), self._check)
+        self._phase_started = now = self.loop.time()
+        due = now + self._limit(phase)
+        timer = self._timer
+        if timer is None or due < timer.when():  # a shorter phase (idle after a long head) re-arms it earlier
+            if timer is not None:
+                timer.cancel()
+            self._timer = self.loop.call_at(due, self._check)
 
     def _check(self) -> None:
         self._timer = None
         phase = self._phase
         if phase is None or self.transport.is_closing():
-            return  # between requests (uvicorn's keep-alive timeout applies) or gone: the next phase re-arms
+            return  # a request being served, or gone: the next phase re-arms
         due = self._phase_started + self._limit(phase)
         if self.loop.time() < due:
             self._timer = self.loop.call_at(due, self._check)
+            return
+        if phase == "idle":
+            self.timeout_keep_alive_handler()
             return
         if self.flow.read_paused:  # not the client's slowness: we stopped reading (pipelining, a full buffer)
             self._enter("body")
