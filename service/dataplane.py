@@ -37,7 +37,7 @@ from service.readiness import Readiness
 from service.registry.store import ModelStore, ServedVariant, State, parse_version
 from service.routing.loop import ExperimentLoop
 from service.routing.router import Assignment
-from service.served import InferOutcome, cascade_parameters, variant_labels_of
+from service.served import InferOutcome, cascade_parameters
 from service.signature import prepare_input, select_outputs
 
 log = logging.getLogger(__name__)
@@ -181,7 +181,7 @@ class DataPlane:
             labels["model"] = model
         elif self.store.has(model):
             versions = self.store.versions_of(model)
-            labels |= variant_labels_of(versions[max(versions)])
+            labels |= versions[max(versions)].labels
         return labels
 
     async def infer(
@@ -210,7 +210,7 @@ class DataPlane:
             except (BackendUnavailable, ModelNotReady) as unavailable:
                 served, fell_back = self._fallback(wanted, assignment, unavailable), True
             card = served.model.card
-            labels |= variant_labels_of(served)
+            labels |= served.labels
             batch = prepare_input(
                 served.name,
                 card.signature,
@@ -228,13 +228,13 @@ class DataPlane:
                 # idempotent, so a routed call is retried once on the fallback, within the same deadline
                 served, fell_back = self._fallback(served.name, assignment, unavailable), True
                 card = served.model.card
-                labels |= variant_labels_of(served)
+                labels |= served.labels
                 result = await self._run(served, batch, deadline, labels)
             served, result, escalation = await self._cascade.answer(
                 assignment, served, batch, result, lambda then, rows: self._run(then, rows, deadline, labels)
             )
             card = served.model.card
-            labels |= variant_labels_of(served)
+            labels |= served.labels
         except Exception as exc:
             error = self._as_client_error(exc, model)
             self._metrics.requests.labels(**labels, status=error.reason).inc()

@@ -20,12 +20,6 @@ class InferOutcome:
     escalation: Escalation | None = None  # a cascade arm: the rows its second stage answered
 
 
-def variant_labels_of(served: ServedVariant) -> dict[str, str]:
-    card = served.model.card
-    return {"model": card.family, "variant": card.variant, "version": str(card.version),
-            "backend": served.backend.kind}  # fmt: skip
-
-
 def cascade_parameters(outcome: InferOutcome) -> dict[str, str | bool | list[int]]:
     """Response parameters of a cascade's answer, beside ``variant`` (the stage that answered every row, or
     the first when some rows were escalated: ``escalated_rows`` lists them)."""

@@ -9,8 +9,9 @@ from __future__ import annotations
 import enum
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 
 from service.backends.base import Backend, unavailable_reason
 from service.batching.batcher import DynamicBatcher
@@ -51,6 +52,12 @@ class ServedVariant:
     load_seconds: float = 0.0
     stats: VariantStatistics = field(default_factory=VariantStatistics)
     window: LiveWindow = field(default_factory=LiveWindow)  # the last minutes, for the trade-off page
+    labels: Mapping[str, str] = field(init=False)  # its metric labels, built once: every request reads them
+
+    def __post_init__(self) -> None:
+        card = self.model.card
+        self.labels = MappingProxyType({"model": card.family, "variant": card.variant,
+                                        "version": str(card.version), "backend": self.backend.kind})  # fmt: skip
 
     @property
     def backend(self) -> Backend:
