@@ -12,8 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
+import itertools
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -38,9 +41,52 @@ class _Pending:
         return int(self.batch.shape[0])
 
 
-def _expire(future: asyncio.Future[dict[str, np.ndarray]]) -> None:
-    if not future.done():
-        future.set_exception(TimeoutError())
+class Deadlines:
+    """Fails each waiting future with TimeoutError at its deadline, with one timer for all of them.
+
+    A timer per request, armed and then cancelled when the answer comes first, cost 2.4 µs on uvloop: more
+    than the rest of the batcher's bookkeeping for a one-digit request. Deadlines wait in a heap instead, the
+    one timer is armed for the earliest, and answered entries are swept out once they are most of the heap.
+    """
+
+    SWEEP_ABOVE = 256  # entries; below this, answered ones just wait for their deadline to pop them
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, int, asyncio.Future[Any]]] = []
+        self._order = itertools.count()
+        self._timer: asyncio.TimerHandle | None = None
+        self._waiting = 0
+
+    def __len__(self) -> int:
+        """Entries held: the waiting futures and answered ones not swept out yet."""
+        return len(self._heap)
+
+    def add(self, loop: asyncio.AbstractEventLoop, deadline: float, future: asyncio.Future[Any]) -> None:
+        heapq.heappush(self._heap, (deadline, next(self._order), future))
+        self._waiting += 1
+        timer = self._timer
+        if timer is None or deadline < timer.when():
+            if timer is not None:
+                timer.cancel()
+            self._timer = loop.call_at(deadline, self._expire, loop)
+
+    def settled(self) -> None:
+        """One future given to ``add`` has its answer (or its TimeoutError)."""
+        self._waiting -= 1
+        heap = self._heap
+        if len(heap) > self.SWEEP_ABOVE and len(heap) > 2 * self._waiting:
+            heap[:] = [entry for entry in heap if not entry[2].done()]
+            heapq.heapify(heap)
+
+    def _expire(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._timer = None
+        heap, now = self._heap, loop.time()
+        while heap and (heap[0][0] <= now or heap[0][2].done()):
+            future = heapq.heappop(heap)[2]
+            if not future.done():
+                future.set_exception(TimeoutError())
+        if heap:
+            self._timer = loop.call_at(heap[0][0], self._expire, loop)
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +119,7 @@ class DynamicBatcher:
         self._workers: list[asyncio.Task[None]] = []
         self._carry: _Pending | None = None
         self._take_lock = asyncio.Lock()
+        self._deadlines = Deadlines()
         self.batches_run = 0
         self._stopped = False
 
@@ -107,9 +154,9 @@ class DynamicBatcher:
     async def infer(self, batch: np.ndarray, deadline: float | None = None) -> BatchResult:
         """``batch``'s outputs; TimeoutError at ``deadline`` (event-loop time) if they have not come by then.
 
-        The deadline is one timer on the request's future, not a cancel scope around the await: an expired
-        request leaves the queue unanswered (the worker skips it), and a batch already running finishes
-        for the others.
+        The deadline fails the request's future (``Deadlines``), it is not a cancel scope around the await: an
+        expired request leaves the queue unanswered (the worker skips it), and a batch already running
+        finishes for the others.
         """
         if self._stopped:
             raise ModelNotReady(f"{self.name} has been unloaded")
@@ -120,12 +167,14 @@ class DynamicBatcher:
             self._queue.put_nowait(pending)
         except asyncio.QueueFull:
             raise Overloaded(f"{self.name}: queue is full ({self._queue.maxsize} requests waiting)") from None
-        timer = loop.call_at(deadline, _expire, future) if deadline is not None else None
-        try:
+        if deadline is None:
             outputs = await future
-        finally:
-            if timer is not None:
-                timer.cancel()
+        else:
+            self._deadlines.add(loop, deadline, future)
+            try:
+                outputs = await future
+            finally:
+                self._deadlines.settled()
         return BatchResult(
             outputs, pending.started_at - pending.enqueued_at, pending.batch_rows, pending.compute_s
         )
