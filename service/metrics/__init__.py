@@ -6,6 +6,15 @@ from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from service.metrics.loop_series import (
+    CounterValue,
+    GaugeValue,
+    HistogramValue,
+    LoopCounter,
+    LoopGauge,
+    LoopHistogram,
+)
+
 # 100 µs to 10 s, roughly 2.5x apart: resolves both an int8 student and a slow fallback.
 LATENCY_BUCKETS = (
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
@@ -22,51 +31,49 @@ SHADOW_LABELS = (*EXPERIMENT_LABELS, "shadow")
 class RequestSeries:
     """The series one successful request updates, bound to its labels once instead of on every request."""
 
-    ok: Counter
-    duration: Histogram
-    in_flight: Gauge
-    queue_duration: Histogram
-    batch_size: Histogram
-    compute_duration: Histogram
+    ok: CounterValue
+    duration: HistogramValue
+    in_flight: GaugeValue
+    queue_duration: HistogramValue
+    batch_size: HistogramValue
+    compute_duration: HistogramValue
 
 
 class ServiceMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
         self._series: dict[tuple[str, ...], RequestSeries] = {}
-        self.requests = Counter(
-            "slimserve_requests",
-            "Inference requests by outcome.",
-            (*REQUEST_LABELS, "status"),
-            registry=registry,
+        # the request path's series: updated on the event loop alone (loop_series says why)
+        self.requests = LoopCounter(
+            "slimserve_requests", "Inference requests by outcome.", (*REQUEST_LABELS, "status"), registry
         )
-        self.request_duration = Histogram(
+        self.request_duration = LoopHistogram(
             "slimserve_request_duration_seconds",
             "Time from a decoded request to its outputs, queueing included.",
             REQUEST_LABELS,
-            buckets=LATENCY_BUCKETS,
-            registry=registry,
+            registry,
+            LATENCY_BUCKETS,
         )
-        self.queue_duration = Histogram(
+        self.queue_duration = LoopHistogram(
             "slimserve_queue_duration_seconds",
             "Time a request waited for its batch to start.",
             VARIANT_LABELS,
-            buckets=LATENCY_BUCKETS,
-            registry=registry,
+            registry,
+            LATENCY_BUCKETS,
         )
-        self.batch_size = Histogram(
+        self.batch_size = LoopHistogram(
             "slimserve_batch_size_rows",
             "Rows in the batch a request was served in.",
             VARIANT_LABELS,
-            buckets=BATCH_BUCKETS,
-            registry=registry,
+            registry,
+            BATCH_BUCKETS,
         )
-        self.compute_duration = Histogram(
+        self.compute_duration = LoopHistogram(
             "slimserve_compute_duration_seconds",
             "Time the backend took for the batch a request was served in.",
             VARIANT_LABELS,
-            buckets=LATENCY_BUCKETS,
-            registry=registry,
+            registry,
+            LATENCY_BUCKETS,
         )
         self.fallbacks = Counter(
             "slimserve_fallbacks",
@@ -74,11 +81,11 @@ class ServiceMetrics:
             ("model", "variant", "fallback"),
             registry=registry,
         )
-        self.in_flight = Gauge(
+        self.in_flight = LoopGauge(
             "slimserve_requests_in_flight",
             "Requests being served right now (the custom-metric signal for autoscaling).",
             REQUEST_LABELS,
-            registry=registry,
+            registry,
         )
         # experiments: what each variant costs and what it loses, on live traffic
         self.assignments = Counter(
