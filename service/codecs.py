@@ -38,7 +38,7 @@ def numpy_dtype(tensor: str, datatype: str) -> np.dtype[Any]:
 
 
 def element_count(tensor: str, shape: list[int], limit: int) -> int:
-    if any(dim < 0 for dim in shape):
+    if shape and min(shape) < 0:
         raise InvalidInput(f"input '{tensor}': shape {shape} has a negative dimension")
     count = math.prod(shape)
     if count > limit:

@@ -203,7 +203,7 @@ class DataPlane:
         try:
             assignment = self.experiments.route(model, headers) if self.store.is_family(model) else None
             wanted = assignment.model if assignment else model
-            if self.store.has(wanted):
+            if wanted != model and self.store.has(wanted):
                 labels = self._labels_of(wanted, protocol)
             try:
                 served = self.store.find(wanted, parse_version(version))
@@ -230,11 +230,17 @@ class DataPlane:
                 card = served.model.card
                 labels |= served.labels
                 result = await self._run(served, batch, deadline, labels)
-            served, result, escalation = await self._cascade.answer(
-                assignment, served, batch, result, lambda then, rows: self._run(then, rows, deadline, labels)
-            )
-            card = served.model.card
-            labels |= served.labels
+            escalation = None
+            if assignment is not None and assignment.cascade is not None:
+                served, result, escalation = await self._cascade.answer(
+                    assignment,
+                    served,
+                    batch,
+                    result,
+                    lambda then, rows: self._run(then, rows, deadline, labels),
+                )
+                card = served.model.card
+                labels |= served.labels
         except Exception as exc:
             error = self._as_client_error(exc, model)
             self._metrics.requests.labels(**labels, status=error.reason).inc()

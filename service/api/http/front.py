@@ -13,6 +13,7 @@ through the same endpoint (``service.api.http.direct``).
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 from collections.abc import Mapping
@@ -72,7 +73,7 @@ class InferEndpoint:
             log.exception("unhandled error on POST %s", infer_path(model, version))
             return rendered(error_response(InternalError()))
         raw_headers = [(b"content-length", b"%d" % len(content))]
-        raw_headers += [(key.lower().encode(), value.encode("latin-1")) for key, value in extra.items()]
+        raw_headers += [(header_name(key), value.encode("latin-1")) for key, value in extra.items()]
         return 200, raw_headers, content
 
     @staticmethod
@@ -80,6 +81,12 @@ class InferEndpoint:
         """(model, version) when ``path`` is this endpoint's, else None."""
         match = INFER_PATH.fullmatch(path)
         return None if match is None else (match["model"], match["version"])
+
+
+@functools.cache
+def header_name(key: str) -> bytes:
+    """A response header's name on the wire; the names are a handful of constants, encoded once."""
+    return key.lower().encode("latin-1")
 
 
 def rendered(response: Response) -> Answer:
