@@ -61,3 +61,23 @@ def test_answered_entries_are_swept_so_a_long_deadline_holds_no_memory() -> None
         return len(deadlines)
 
     assert uvloop.run(scenario()) <= 2 * Deadlines.SWEEP_ABOVE
+
+
+def test_a_deadline_already_reached_fails_at_once_and_the_next_one_still_arms() -> None:
+    """uvloop turns a timer due within half a millisecond into a plain handle with no ``when()``: a client
+    whose deadline has run out must not break the timer for the requests after it."""
+
+    async def scenario() -> tuple[bool, bool]:
+        loop = asyncio.get_running_loop()
+        deadlines = Deadlines()
+        gone, later = loop.create_future(), loop.create_future()
+        deadlines.add(loop, loop.time(), gone)
+        deadlines.add(loop, loop.time() + 0.05, later)
+        with pytest.raises(TimeoutError):
+            await gone
+        later_pending = not later.done()
+        with pytest.raises(TimeoutError):
+            await later
+        return later_pending, len(deadlines) == 0
+
+    assert uvloop.run(scenario()) == (True, True)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from dataclasses import dataclass
 
 from service.api.http.direct import DirectInferProtocol
@@ -63,7 +64,8 @@ class GuardedHttpToolsProtocol(DirectInferProtocol):
 
     limits: ClientLimits  # set on the subclass ``guarded_protocol`` makes
 
-    _timer: asyncio.TimerHandle | None = None
+    _timer: asyncio.Handle | None = None
+    _due = math.inf  # when the timer fires (uvloop's handle for a timer due at once has no ``when()``)
     _phase: str | None = None  # "head", "body" or "idle"; None while a request is being served
     _phase_started = 0.0
 
@@ -79,7 +81,7 @@ class GuardedHttpToolsProtocol(DirectInferProtocol):
         self._phase = None
         if self._timer is not None:
             self._timer.cancel()
-            self._timer = None
+            self._timer, self._due = None, math.inf
         super().connection_lost(exc)
 
     def on_message_begin(self) -> None:
@@ -93,6 +95,9 @@ class GuardedHttpToolsProtocol(DirectInferProtocol):
     def on_message_complete(self) -> None:
         super().on_message_complete()
         self._phase = None
+        cycle = self.cycle
+        if cycle is not None and cycle.response_complete and not self.pipeline:
+            self._enter("idle")  # answered before its body was in (a 413, say): the wait for the next begins
 
     def on_response_complete(self) -> None:
         """uvicorn's, with the keep-alive wait as the ``idle`` phase instead of a timer per response."""
@@ -115,20 +120,22 @@ class GuardedHttpToolsProtocol(DirectInferProtocol):
         self._phase = phase
         self._phase_started = now = self.loop.time()
         due = now + self._limit(phase)
-        timer = self._timer
-        if timer is None or due < timer.when():  # a shorter phase (idle after a long head) re-arms it earlier
-            if timer is not None:
-                timer.cancel()
-            self._timer = self.loop.call_at(due, self._check)
+        if due < self._due:  # none armed, or a shorter phase (idle after a long head): arm it for this one
+            self._arm(due)
+
+    def _arm(self, due: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer, self._due = self.loop.call_at(due, self._check), due
 
     def _check(self) -> None:
-        self._timer = None
+        self._timer, self._due = None, math.inf
         phase = self._phase
         if phase is None or self.transport.is_closing():
             return  # a request being served, or gone: the next phase re-arms
         due = self._phase_started + self._limit(phase)
-        if self.loop.time() < due:
-            self._timer = self.loop.call_at(due, self._check)
+        if self.loop.time() + 0.001 < due:  # uvloop's timers fire up to half a millisecond early
+            self._arm(due)
             return
         if phase == "idle":
             self.timeout_keep_alive_handler()
