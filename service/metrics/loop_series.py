@@ -68,7 +68,8 @@ class HistogramValue:
         self.created = time.time()
 
     def observe(self, value: float) -> None:
-        self.counts[bisect_left(self.bounds, value)] += 1  # the first bucket whose bound is >= value
+        if value == value:  # a NaN joins the sum but no bucket (nor the count), as in prometheus_client
+            self.counts[bisect_left(self.bounds, value)] += 1  # the first bucket whose bound is >= value
         self.sum += value
 
 
@@ -87,16 +88,17 @@ class _LoopFamily(Collector, Generic[Child]):
         self._children: dict[tuple[str, ...], Child] = {}
         registry.register(self)
 
-    def labels(self, *values: str, **named: str) -> Child:
+    def labels(self, *values: object, **named: object) -> Child:
         if named:
             if values or set(named) != set(self.labelnames):
                 raise ValueError(f"{self.name}: labels are {', '.join(self.labelnames)}")
             values = tuple(named[label] for label in self.labelnames)
         elif len(values) != len(self.labelnames):
             raise ValueError(f"{self.name}: labels are {', '.join(self.labelnames)}")
-        child = self._children.get(values)
-        if child is None:
-            child = self._children[values] = self._new_child()
+        child = self._children.get(values)  # type: ignore[arg-type]  # text on the request path: found as is
+        if child is None:  # label values are text, as prometheus_client makes them
+            key = tuple(str(value) for value in values)
+            child = self._children.get(key) or self._children.setdefault(key, self._new_child())
         return child
 
     def _new_child(self) -> Child:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import math
 import re
 
 import pytest
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from service.metrics import LATENCY_BUCKETS
+from service.metrics import BATCH_BUCKETS, LATENCY_BUCKETS
 from service.metrics.loop_series import LoopCounter, LoopGauge, LoopHistogram
 
 LABELS = ("model", "protocol")
@@ -32,7 +33,7 @@ def test_the_same_observations_give_the_same_exposition_as_prometheus_client() -
         LoopGauge("t_in_flight", "In flight.", LABELS, ours),
         Gauge("t_in_flight", "In flight.", LABELS, registry=theirs),
     )
-    values = [0.0, 0.0001, 0.00011, 0.003, 0.0025, 0.7, 10.0, 11.0, 1e-9, 2.5]
+    values = [0.0, 0.0001, 0.00011, 0.003, 0.0025, 0.7, 10.0, 11.0, 1e-9, 2.5, math.nan]
     for labels in (("mnist", "http"), ("mnist", "grpc")):
         for value in values:
             for histogram in histograms:
@@ -45,6 +46,13 @@ def test_the_same_observations_give_the_same_exposition_as_prometheus_client() -
             gauge.labels(*labels).inc()
             gauge.labels(*labels).dec()
         values = values[:4]
+    batch_sizes = (
+        LoopHistogram("t_rows", "Rows.", ("version",), ours, BATCH_BUCKETS),
+        Histogram("t_rows", "Rows.", ("version",), registry=theirs, buckets=BATCH_BUCKETS),
+    )
+    for rows in (1, 3, 32, 33, 300):
+        for histogram in batch_sizes:
+            histogram.labels(1).observe(rows)  # a label value that is not text yet
     assert exposition(ours) == exposition(theirs)
     assert (
         ours.get_sample_value("t_seconds_bucket", {"model": "mnist", "protocol": "http", "le": "0.0001"}) == 3
