@@ -74,9 +74,10 @@ class HistogramValue:
 
 
 Child = TypeVar("Child", CounterValue, GaugeValue, HistogramValue)
+Family = TypeVar("Family", CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily)
 
 
-class _LoopFamily(Collector, Generic[Child]):
+class _LoopFamily(Collector, Generic[Child, Family]):
     """A labelled family registered like a prometheus_client metric; ``labels`` binds (and caches) a child."""
 
     def __init__(
@@ -98,51 +99,53 @@ class _LoopFamily(Collector, Generic[Child]):
         child = self._children.get(values)  # type: ignore[arg-type]  # text on the request path: found as is
         if child is None:  # label values are text, as prometheus_client makes them
             key = tuple(str(value) for value in values)
-            child = self._children.get(key) or self._children.setdefault(key, self._new_child())
+            child = self._children.get(key)
+            if child is None:
+                child = self._children[key] = self._new_child()
         return child
 
     def _new_child(self) -> Child:
         raise NotImplementedError
 
-    def _family(self) -> Metric:
+    def _family(self) -> Family:
+        raise NotImplementedError
+
+    def _add(self, family: Family, values: tuple[str, ...], child: Child) -> None:
         raise NotImplementedError
 
     def describe(self) -> list[Metric]:
         return [self._family()]
 
-    def _items(self) -> list[tuple[tuple[str, ...], Child]]:
-        return list(self._children.items())  # one copy under the GIL: the loop may add a child meanwhile
+    def collect(self) -> Iterable[Metric]:
+        family = self._family()
+        for values, child in list(self._children.items()):  # one copy under the GIL: the loop may add a child
+            self._add(family, values, child)
+        yield family
 
 
-class LoopCounter(_LoopFamily[CounterValue]):
+class LoopCounter(_LoopFamily[CounterValue, CounterMetricFamily]):
     def _new_child(self) -> CounterValue:
         return CounterValue()
 
     def _family(self) -> CounterMetricFamily:
         return CounterMetricFamily(self.name, self.documentation, labels=self.labelnames)
 
-    def collect(self) -> Iterable[Metric]:
-        family = self._family()
-        for values, child in self._items():
-            family.add_metric(values, child.value, created=child.created)
-        yield family
+    def _add(self, family: CounterMetricFamily, values: tuple[str, ...], child: CounterValue) -> None:
+        family.add_metric(values, child.value, created=child.created)
 
 
-class LoopGauge(_LoopFamily[GaugeValue]):
+class LoopGauge(_LoopFamily[GaugeValue, GaugeMetricFamily]):
     def _new_child(self) -> GaugeValue:
         return GaugeValue()
 
     def _family(self) -> GaugeMetricFamily:
         return GaugeMetricFamily(self.name, self.documentation, labels=self.labelnames)
 
-    def collect(self) -> Iterable[Metric]:
-        family = self._family()
-        for values, child in self._items():
-            family.add_metric(values, child.value)
-        yield family
+    def _add(self, family: GaugeMetricFamily, values: tuple[str, ...], child: GaugeValue) -> None:
+        family.add_metric(values, child.value)
 
 
-class LoopHistogram(_LoopFamily[HistogramValue]):
+class LoopHistogram(_LoopFamily[HistogramValue, HistogramMetricFamily]):
     def __init__(
         self,
         name: str,
@@ -161,12 +164,9 @@ class LoopHistogram(_LoopFamily[HistogramValue]):
     def _family(self) -> HistogramMetricFamily:
         return HistogramMetricFamily(self.name, self.documentation, labels=self.labelnames)
 
-    def collect(self) -> Iterable[Metric]:
-        family = self._family()
-        for values, child in self._items():
-            counts, total = list(child.counts), child.sum
-            family.add_metric(values, list(zip(self._les, accumulate(counts), strict=True)), total)
-            family.add_sample(
-                f"{self.name}_created", dict(zip(self.labelnames, values, strict=True)), child.created
-            )
-        yield family
+    def _add(self, family: HistogramMetricFamily, values: tuple[str, ...], child: HistogramValue) -> None:
+        counts, total = list(child.counts), child.sum
+        family.add_metric(values, list(zip(self._les, accumulate(counts), strict=True)), total)
+        family.add_sample(
+            f"{self.name}_created", dict(zip(self.labelnames, values, strict=True)), child.created
+        )
