@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 from dataclasses import dataclass
 
 from service.api.http.direct import DirectInferProtocol
 from service.config import ServerSettings
+from service.timers import EarliestTimer, reached
 
 log = logging.getLogger(__name__)
 
@@ -64,12 +64,12 @@ class GuardedHttpToolsProtocol(DirectInferProtocol):
 
     limits: ClientLimits  # set on the subclass ``guarded_protocol`` makes
 
-    _timer: asyncio.Handle | None = None
-    _due = math.inf  # when the timer fires (uvloop's handle for a timer due at once has no ``when()``)
+    _timer: EarliestTimer
     _phase: str | None = None  # "head", "body" or "idle"; None while a request is being served
     _phase_started = 0.0
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        self._timer = EarliestTimer(self._check)
         super().connection_made(transport)
         if len(self.connections) > self.limits.max_connections:
             log.warning("refused a connection: %d open is the limit", self.limits.max_connections)
@@ -79,9 +79,7 @@ class GuardedHttpToolsProtocol(DirectInferProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._phase = None
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer, self._due = None, math.inf
+        self._timer.cancel()
         super().connection_lost(exc)
 
     def on_message_begin(self) -> None:
@@ -119,23 +117,17 @@ class GuardedHttpToolsProtocol(DirectInferProtocol):
     def _enter(self, phase: str) -> None:
         self._phase = phase
         self._phase_started = now = self.loop.time()
-        due = now + self._limit(phase)
-        if due < self._due:  # none armed, or a shorter phase (idle after a long head): arm it for this one
-            self._arm(due)
-
-    def _arm(self, due: float) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-        self._timer, self._due = self.loop.call_at(due, self._check), due
+        self._timer.arm(
+            self.loop, now + self._limit(phase)
+        )  # earlier for a shorter phase (idle after a head)
 
     def _check(self) -> None:
-        self._timer, self._due = None, math.inf
         phase = self._phase
         if phase is None or self.transport.is_closing():
             return  # a request being served, or gone: the next phase re-arms
         due = self._phase_started + self._limit(phase)
-        if self.loop.time() + 0.001 < due:  # uvloop's timers fire up to half a millisecond early
-            self._arm(due)
+        if not reached(self.loop, due):
+            self._timer.arm(self.loop, due)
             return
         if phase == "idle":
             self.timeout_keep_alive_handler()
