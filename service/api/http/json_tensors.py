@@ -76,10 +76,8 @@ def _all_flat(body: bytes, skeleton: dict[str, Any], taken: dict[int, np.ndarray
         return False
     try:
         skeleton_text = orjson.dumps(skeleton)
-    except (
-        orjson.JSONEncodeError
-    ):  # nothing simdjson parsed should fail; if it does, the general path decides
-        return False
+    except orjson.JSONEncodeError:
+        return False  # nothing simdjson parsed should fail; if it does, the general decoder decides
     return body.count(b"[") == skeleton_text.count(b"[") + len(taken)
 
 
