@@ -9,7 +9,6 @@ import asyncio
 import gc
 import logging
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
@@ -21,6 +20,7 @@ from service.backends.inprocess import InProcessBackend
 from service.backends.triton_backend import TritonBackend
 from service.config import Settings
 from service.dataplane import DataPlane, Limits
+from service.inference_threads import InferenceThreads
 from service.metrics import ServiceMetrics
 from service.metrics.variants import VariantCollector
 from service.readiness import Readiness
@@ -57,7 +57,7 @@ class Runtime:
         self.metrics = metrics
         self._backend_wrapper = backend_wrapper
         self._on_ready = on_ready or []
-        self._executor = ThreadPoolExecutor(settings.runtime.worker_threads, thread_name_prefix="inference")
+        self._executor = InferenceThreads(settings.runtime.worker_threads)
         runtime = settings.runtime
         self._runner_options = RunnerOptions(
             runtime.intra_op_threads, runtime.optimize_fp32, runtime.openvino_hint
