@@ -171,9 +171,11 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
     ) -> AsyncIterator[pb.ModelStreamInferResponse]:
         headers = metadata_headers(context)  # the stream's metadata routes every request on it
 
-        async def answer(request: pb.ModelInferRequest) -> pb.ModelInferResponse:
+        async def answer(request: pb.ModelInferRequest) -> pb.ModelStreamInferResponse:
             outcome = await self._infer(request, headers, context.time_remaining())
-            return encode_response(outcome.response)
+            streamed = pb.ModelStreamInferResponse()
+            encode_response(outcome.response, into=streamed.infer_response)
+            return streamed
 
         async for response in answer_stream(request_iterator, answer, self._max_stream_in_flight):
             yield response

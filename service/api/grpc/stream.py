@@ -22,7 +22,7 @@ from service.errors import InternalError, SlimServeError
 
 log = logging.getLogger(__name__)
 
-Answer = Callable[[pb.ModelInferRequest], Awaitable[pb.ModelInferResponse]]
+Answer = Callable[[pb.ModelInferRequest], Awaitable[pb.ModelStreamInferResponse]]
 
 
 async def answer_stream(
@@ -35,7 +35,7 @@ async def answer_stream(
 
     async def one(request: pb.ModelInferRequest) -> None:
         try:
-            finished.put_nowait(pb.ModelStreamInferResponse(infer_response=await answer(request)))
+            finished.put_nowait(await answer(request))
         except SlimServeError as error:
             finished.put_nowait(error_message(request, error.message))
         except Exception:

@@ -31,38 +31,44 @@ def parameter_value(parameter: pb.InferParameter) -> Any:
 
 
 def decode_request(message: pb.ModelInferRequest, max_elements: int) -> InferRequest:
-    raw = list(message.raw_input_contents)
-    if raw and len(raw) != len(message.inputs):
+    # each read of a protobuf field builds a Python object (a repeated one, a container): read each once
+    raw = message.raw_input_contents
+    items = message.inputs
+    if raw and len(raw) != len(items):
         raise InvalidInput(
-            f"raw_input_contents has {len(raw)} entries for {len(message.inputs)} inputs; give one per input"
+            f"raw_input_contents has {len(raw)} entries for {len(items)} inputs; give one per input"
         )
     inputs: list[Tensor] = []
-    for index, item in enumerate(message.inputs):
-        shape = list(item.shape)
+    for index, item in enumerate(items):
+        name, datatype, shape = item.name, item.datatype, list(item.shape)
         if raw:
-            array = decode_binary(item.name, item.datatype, shape, raw[index], max_elements)
+            array = decode_binary(name, datatype, shape, raw[index], max_elements)
         else:
-            field = CONTENTS_FIELD.get(item.datatype)
+            field = CONTENTS_FIELD.get(datatype)
             if field is None:
-                raise InvalidInput(
-                    f"input '{item.name}': datatype '{item.datatype}' needs raw_input_contents"
-                )
+                raise InvalidInput(f"input '{name}': datatype '{datatype}' needs raw_input_contents")
             values = list(getattr(item.contents, field))
-            array = decode_json(item.name, item.datatype, shape, values, max_elements)
-        inputs.append(Tensor(item.name, item.datatype, array))
+            array = decode_json(name, datatype, shape, values, max_elements)
+        inputs.append(Tensor(name, datatype, array))
     parameters = (
         {key: parameter_value(value) for key, value in message.parameters.items()}
         if message.parameters
         else {}
     )
-    outputs = [RequestedOutput(output.name, binary=True) for output in message.outputs] or None
+    wanted = message.outputs
+    outputs = [RequestedOutput(output.name, binary=True) for output in wanted] if wanted else None
     return InferRequest(inputs, message.id or None, parameters, outputs, binary_outputs=True)
 
 
-def encode_response(response: InferResponse) -> pb.ModelInferResponse:
-    message = pb.ModelInferResponse(
-        model_name=response.model_name, model_version=response.model_version, id=response.id or ""
-    )
+def encode_response(
+    response: InferResponse, into: pb.ModelInferResponse | None = None
+) -> pb.ModelInferResponse:
+    """``response`` as a protobuf message; written ``into`` one that is already part of another (a stream's
+    response) to spare copying it there, which cost a third of the encoding."""
+    message = pb.ModelInferResponse() if into is None else into
+    message.model_name = response.model_name
+    message.model_version = response.model_version
+    message.id = response.id or ""
     for key, value in response.parameters.items():
         message.parameters[key].string_param = str(value)
     for tensor in response.outputs:

@@ -194,21 +194,23 @@ class GrpcCall:
                              f"more than {connection.limits.max_buffered} request bytes buffered on this connection")  # fmt: skip
         buffer = self._buffer
         buffer += data
-        while len(buffer) >= 5:
-            size = int.from_bytes(buffer[1:5], "big")
+        start, end = 0, len(buffer)  # messages are cut at offsets; the buffer shifts once, not once each
+        while end - start >= 5:
+            size = int.from_bytes(buffer[start + 1 : start + 5], "big")
             if size > self._max_message:
                 return self.fail(grpc.StatusCode.RESOURCE_EXHAUSTED,
                                  f"Received message larger than max ({size} vs. {self._max_message})")  # fmt: skip
-            if len(buffer) < 5 + size:
+            if end - start < 5 + size:
                 break
-            compressed, message = buffer[0], bytes(buffer[5 : 5 + size])
-            del buffer[: 5 + size]
+            compressed, message = buffer[start], bytes(buffer[start + 5 : start + 5 + size])
+            start += 5 + size
             if compressed:
                 try:
                     message = inflated(message, self.encoding, self._max_message)
                 except Aborted as refused:
                     return self.fail(refused.code, refused.details)
             self._deliver(message, 5 + size)
+        del buffer[:start]
         if self.handler.request_streaming:
             self._withheld += len(data)
             self._release_credit()
