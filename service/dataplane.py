@@ -196,21 +196,18 @@ class DataPlane:
     ) -> InferOutcome:
         """Run one request. ``deadline_s`` is the client's own remaining time (a gRPC deadline)."""
         started = time.perf_counter()
-        labels = self._labels_of(model, protocol)
+        wanted: str | None = None
         served: ServedVariant | None = None
         fell_back = False
         assignment: Assignment | None = None
         try:
             assignment = self.experiments.route(model, headers) if self.store.is_family(model) else None
             wanted = assignment.model if assignment else model
-            if wanted != model and self.store.has(wanted):
-                labels = self._labels_of(wanted, protocol)
             try:
                 served = self.store.find(wanted, parse_version(version))
             except (BackendUnavailable, ModelNotReady) as unavailable:
                 served, fell_back = self._fallback(wanted, assignment, unavailable), True
             card = served.model.card
-            labels |= served.labels
             batch = prepare_input(
                 served.name,
                 card.signature,
@@ -219,8 +216,9 @@ class DataPlane:
             )
             outputs = select_outputs(served.name, card.signature, request)
             deadline = asyncio.get_running_loop().time() + self._timeout(served, request, deadline_s)
+            series = self._series_of(served, protocol)
             try:
-                result = await self._run(served, batch, deadline, labels)
+                result = await self._run(served, batch, deadline, series)
             except (BackendUnavailable, ModelNotReady) as unavailable:
                 if fell_back:
                     raise
@@ -228,21 +226,23 @@ class DataPlane:
                 # idempotent, so a routed call is retried once on the fallback, within the same deadline
                 served, fell_back = self._fallback(served.name, assignment, unavailable), True
                 card = served.model.card
-                labels |= served.labels
-                result = await self._run(served, batch, deadline, labels)
+                series = self._series_of(served, protocol)
+                result = await self._run(served, batch, deadline, series)
             escalation = None
             if assignment is not None and assignment.cascade is not None:
+                arm_series = series  # the second stage runs on the arm's behalf: in flight under the arm
                 served, result, escalation = await self._cascade.answer(
                     assignment,
                     served,
                     batch,
                     result,
-                    lambda then, rows: self._run(then, rows, deadline, labels),
+                    lambda then, rows: self._run(then, rows, deadline, arm_series),
                 )
                 card = served.model.card
-                labels |= served.labels
+                series = self._series_of(served, protocol)
         except Exception as exc:
             error = self._as_client_error(exc, model)
+            labels = self._failed_labels(model, wanted, served, protocol)
             self._metrics.requests.labels(**labels, status=error.reason).inc()
             if assignment is not None and not isinstance(error, InvalidInput):
                 self.experiments.count_error(assignment)
@@ -252,7 +252,6 @@ class DataPlane:
         elapsed = time.perf_counter() - started
         served.stats.record_success(elapsed, result.queue_seconds, result.compute_seconds, batch.shape[0])
         served.window.record(elapsed, batch.shape[0])
-        series = self._series(labels)
         series.ok.inc()
         series.duration.observe(elapsed)
         series.queue_duration.observe(result.queue_seconds)
@@ -283,9 +282,9 @@ class DataPlane:
         return outcome
 
     async def _run(
-        self, served: ServedVariant, batch: np.ndarray, deadline: float, labels: dict[str, str]
+        self, served: ServedVariant, batch: np.ndarray, deadline: float, series: RequestSeries
     ) -> BatchResult:
-        in_flight = self._series(labels).in_flight
+        in_flight = series.in_flight
         in_flight.inc()
         try:
             # no await between finding the variant and queueing on it: a reload cannot slip in between
@@ -293,10 +292,19 @@ class DataPlane:
         finally:
             in_flight.dec()
 
-    def _series(self, labels: dict[str, str]) -> RequestSeries:
-        return self._metrics.series(
-            labels["model"], labels["variant"], labels["version"], labels["backend"], labels["protocol"]
-        )
+    def _series_of(self, served: ServedVariant, protocol: str) -> RequestSeries:
+        return self._metrics.series(*served.label_values, protocol)
+
+    def _failed_labels(
+        self, model: str, wanted: str | None, served: ServedVariant | None, protocol: str
+    ) -> dict[str, str]:
+        """What a failed request is counted under: the variant serving it when it failed, else the one it
+        was routed to, else what it asked for."""
+        if served is not None:
+            return {**served.labels, "protocol": protocol}
+        if wanted is not None and wanted != model and self.store.has(wanted):
+            return self._labels_of(wanted, protocol)
+        return self._labels_of(model, protocol)
 
     def _fallback(
         self, unavailable: str, assignment: Assignment | None, error: SlimServeError

@@ -18,7 +18,6 @@ from service.batching.batcher import DynamicBatcher
 from service.config import Settings
 from service.errors import BackendUnavailable, InvalidInput, ModelLoadFailed, ModelNotFound, ModelNotReady
 from contract.layout import (
-    MODEL_NAME,
     ArtifactError,
     BrokenVersion,
     ModelVersion,
@@ -53,11 +52,12 @@ class ServedVariant:
     stats: VariantStatistics = field(default_factory=VariantStatistics)
     window: LiveWindow = field(default_factory=LiveWindow)  # the last minutes, for the trade-off page
     labels: Mapping[str, str] = field(init=False)  # its metric labels, built once: every request reads them
+    label_values: tuple[str, str, str, str] = field(init=False)  # the same, in the metrics' label order
 
     def __post_init__(self) -> None:
         card = self.model.card
-        self.labels = MappingProxyType({"model": card.family, "variant": card.variant,
-                                        "version": str(card.version), "backend": self.backend.kind})  # fmt: skip
+        self.label_values = (card.family, card.variant, str(card.version), self.backend.kind)
+        self.labels = MappingProxyType(dict(zip(("model", "variant", "version", "backend"), self.label_values)))
 
     @property
     def backend(self) -> Backend:
@@ -230,9 +230,10 @@ class ModelStore:
         return name in self._families and name not in self._variants
 
     def versions_of(self, name: str) -> dict[int, ServedVariant]:
-        if not MODEL_NAME.match(name) or name not in self._variants:
+        versions = self._variants.get(name)
+        if versions is None:
             raise ModelNotFound(f"unknown model '{name[:128]}'")
-        return self._variants[name]
+        return versions
 
     def find(self, name: str, version: int | None) -> ServedVariant:
         """The variant to run; raises 404 if unknown, 503 if known but not ready."""
@@ -242,6 +243,8 @@ class ModelStore:
                 loaded = ", ".join(str(number) for number in sorted(versions))
                 raise ModelNotFound(f"model '{name}' has no loaded version {version} (loaded: {loaded})")
             served = versions[version]
+        elif len(versions) == 1:
+            (served,) = versions.values()
         else:
             ready = [served for served in versions.values() if served.state is State.READY]
             served = max(ready or versions.values(), key=lambda candidate: candidate.version)
