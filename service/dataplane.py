@@ -278,7 +278,8 @@ class DataPlane:
             parameters={"variant": card.variant},
         )
         outcome = InferOutcome(response, served, assignment, fell_back, escalation)
-        response.parameters.update(cascade_parameters(outcome))
+        if escalation is not None:
+            response.parameters.update(cascade_parameters(outcome))
         return outcome
 
     async def _run(
@@ -326,10 +327,11 @@ class DataPlane:
         return InternalError(f"inference on model '{model}' failed")
 
     def _timeout(self, served: ServedVariant, request: InferRequest, deadline_s: float | None) -> float:
-        per_model = self._limits.model_timeouts_s
-        card = served.model.card
-        timeout = per_model.get(card.name, per_model.get(card.family, self._limits.request_timeout_s))
-        requested = request.parameters.get("timeout")  # Triton: microseconds
+        per_model, timeout = self._limits.model_timeouts_s, self._limits.request_timeout_s
+        if per_model:
+            card = served.model.card
+            timeout = per_model.get(card.name, per_model.get(card.family, timeout))
+        requested = request.parameters.get("timeout") if request.parameters else None  # Triton: microseconds
         if isinstance(requested, int) and not isinstance(requested, bool) and requested > 0:
             timeout = min(timeout, requested / 1e6)
         if deadline_s is not None:
