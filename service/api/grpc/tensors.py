@@ -40,7 +40,7 @@ def decode_request(message: pb.ModelInferRequest, max_elements: int) -> InferReq
         )
     inputs: list[Tensor] = []
     for index, item in enumerate(items):
-        name, datatype, shape = item.name, item.datatype, list(item.shape)
+        name, datatype, shape = item.name, item.datatype, item.shape[:]  # a list, quicker than list()
         if raw:
             array = decode_binary(name, datatype, shape, raw[index], max_elements)
         else:
