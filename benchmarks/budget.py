@@ -33,8 +33,8 @@ ROWS: list[tuple[str, str, tuple[str, ...]]] = [
     ("encode", "outputs to the wire, what served it", (
         "encode_infer_response", "service/served.py", "to_little_endian", "response_message")),
     ("batcher", "queue, batch assembly, hand-off to the inference thread and back", (
-        "service/batching/", "service/backends/", "concurrent/futures/", "threading.py", "asyncio/futures.py",
-        "run_in_executor")),
+        "service/batching/", "service/backends/", "service/inference_threads.py", "concurrent/futures/",
+        "threading.py", "asyncio/futures.py", "run_in_executor")),
     ("dataplane", "the DataPlane's own lines: lookups, labels, deadlines, ids", (
         "service/dataplane.py", "asyncio/timeouts.py")),
 ]  # fmt: skip

@@ -32,6 +32,7 @@ THREAD = [
         ([LOOP, ENDPOINT, DATAPLANE, "prepare_input (service/signature.py:29)"], "validation"),
         ([LOOP, ENDPOINT, DATAPLANE, "ExperimentLoop.record (service/routing/loop.py:111)"], "routing"),
         ([LOOP, "DynamicBatcher._run (service/batching/batcher.py:179)"], "batcher"),
+        (["InferenceThreads._serve (service/inference_threads.py:101)"], "batcher"),
         (THREAD, "model"),
         ([LOOP, ENDPOINT, "encode_infer_response (service/api/http/wire.py:140)"], "encode"),
     ],
