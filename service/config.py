@@ -148,7 +148,12 @@ class RuntimeSettings(BaseModel):
     openvino_hint: Literal["LATENCY", "THROUGHPUT"] = Field(
         "LATENCY", description="OpenVINO performance hint for the CPU plugin."
     )
-    worker_threads: int = Field(2, ge=1, description="Threads running inference off the event loop.")
+    worker_threads: int = Field(
+        2,
+        ge=1,
+        description="Threads running inference off the event loop; the one idle the shortest time takes the "
+        "next batch (service/inference_threads.py).",
+    )
     inline_below_ms: float = Field(
         0.25,
         ge=0,
