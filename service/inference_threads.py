@@ -32,6 +32,8 @@ class _Call:
             result = self.fn(*self.args, **self.kwargs)
         except BaseException as error:  # as ThreadPoolExecutor: the caller gets it, the thread lives on
             self.future.set_exception(error)
+            # the traceback's frame holds this call, and so the batch, in a cycle with the exception
+            self = None  # type: ignore[assignment]
         else:
             self.future.set_result(result)
 
@@ -58,7 +60,13 @@ class InferenceThreads(Executor):
             if not self._idle:
                 self._backlog.append(call)
                 if len(self._threads) < self._max_threads:
-                    self._start_thread()
+                    try:
+                        self._start_thread()
+                    except BaseException:
+                        # no thread could start (a pids limit, shutdown): no call may wait with none to run it
+                        if not self._threads:
+                            self._backlog.remove(call)
+                        raise
                 return call.future
             inbox = self._idle.pop()
         inbox.put(call)
@@ -84,8 +92,8 @@ class InferenceThreads(Executor):
         thread = threading.Thread(
             target=self._serve, args=(inbox,), name=f"{self._name}_{len(self._threads)}", daemon=True
         )
+        thread.start()  # counted only once it runs: one that failed to start must not fill the pool
         self._threads.append(thread)
-        thread.start()
 
     def _serve(self, inbox: SimpleQueue[_Call | None]) -> None:
         while True:

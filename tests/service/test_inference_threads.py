@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections import Counter
 
 import pytest
 
@@ -19,9 +20,10 @@ def test_calls_one_after_another_stay_on_the_thread_that_ran_the_last_one() -> N
         busy_second_thread = second.result(timeout=5)
         blocker.set()
         first.result(timeout=5)
-        # both threads are idle now; a sequence of calls must not alternate between them
-        threads = {pool.submit(threading.get_ident).result(timeout=5) for _ in range(50)}
-        assert len(threads) == 1
+        # both threads are idle now; a sequence of calls must not alternate between them (a call can, rarely,
+        # come before the thread that ran the last one is back in the idle list: most, not all)
+        threads = Counter(pool.submit(threading.get_ident).result(timeout=5) for _ in range(50))
+        assert max(threads.values()) >= 45, threads
         assert len({busy_second_thread, *threads}) <= 2
     finally:
         pool.shutdown()
@@ -83,3 +85,21 @@ def test_an_event_loop_awaits_calls_through_run_in_executor() -> None:
         assert asyncio.run(scenario()) == [2**n for n in range(8)]
     finally:
         pool.shutdown()
+
+
+def test_a_thread_that_cannot_start_fails_its_call_and_leaves_no_call_or_slot_behind(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    pool = InferenceThreads(1)
+
+    def refuse(thread: threading.Thread) -> None:
+        raise RuntimeError("can't start new thread")
+
+    with monkeypatch.context() as patch:  # fault injection: the OS refuses a thread (a pids limit)
+        patch.setattr(threading.Thread, "start", refuse)
+        with pytest.raises(RuntimeError, match="can't start new thread"):
+            pool.submit(lambda: "never")
+    try:
+        assert pool.submit(lambda: "ran").result(timeout=5) == "ran"  # the slot was not taken by the failure
+    finally:
+        pool.shutdown(wait=True)
