@@ -9,9 +9,8 @@ from __future__ import annotations
 import enum
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from types import MappingProxyType
 
 from service.backends.base import Backend, unavailable_reason
 from service.batching.batcher import DynamicBatcher
@@ -24,6 +23,7 @@ from contract.layout import (
     is_version_name,
     scan,
 )
+from service.metrics import VARIANT_LABELS
 from service.metrics.window import LiveWindow
 from service.signature import FiniteCheck
 from service.statistics import VariantStatistics
@@ -51,13 +51,17 @@ class ServedVariant:
     load_seconds: float = 0.0
     stats: VariantStatistics = field(default_factory=VariantStatistics)
     window: LiveWindow = field(default_factory=LiveWindow)  # the last minutes, for the trade-off page
-    labels: Mapping[str, str] = field(init=False)  # its metric labels, built once: every request reads them
-    label_values: tuple[str, str, str, str] = field(init=False)  # the same, in the metrics' label order
+    # its metric labels' values in VARIANT_LABELS' order, built once: every request's series is found by them
+    label_values: tuple[str, str, str, str] = field(init=False)
 
     def __post_init__(self) -> None:
         card = self.model.card
         self.label_values = (card.family, card.variant, str(card.version), self.backend.kind)
-        self.labels = MappingProxyType(dict(zip(("model", "variant", "version", "backend"), self.label_values)))
+
+    @property
+    def labels(self) -> dict[str, str]:
+        """Its metric labels by name: what a request that failed on it is counted under, with the protocol."""
+        return dict(zip(VARIANT_LABELS, self.label_values, strict=True))
 
     @property
     def backend(self) -> Backend:
