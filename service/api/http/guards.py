@@ -117,9 +117,8 @@ class GuardedHttpToolsProtocol(DirectInferProtocol):
     def _enter(self, phase: str) -> None:
         self._phase = phase
         self._phase_started = now = self.loop.time()
-        self._timer.arm(
-            self.loop, now + self._limit(phase)
-        )  # earlier for a shorter phase (idle after a head)
+        # a shorter phase (idle after a long head) moves the one timer earlier
+        self._timer.arm(self.loop, now + self._limit(phase))
 
     def _check(self) -> None:
         phase = self._phase
