@@ -14,10 +14,11 @@ from hypothesis.extra import numpy as hnp
 from schemathesis.checks import not_a_server_error
 from schemathesis.core.result import Err
 
-from service.api.http.json_tensors import split_float_data
+from service.api.http.json_tensors import parse_document, plain_float_inputs, split_float_data
 from service.api.http.wire import decode_infer_request
 from service.codecs import NUMPY_DTYPES, decode_binary, decode_json
 from service.errors import InvalidInput, SlimServeError
+from service.protocol import InferRequest
 from tests.harness import RunningService
 
 LIMIT = 1 << 20
@@ -143,6 +144,116 @@ def test_a_json_body_decodes_alike_through_simdjson_and_the_general_decoder(
     else:
         assert isinstance(fast, np.ndarray) and fast.dtype == general.dtype and fast.flags.writeable
         np.testing.assert_array_equal(fast, general)
+
+
+def decoded_both_ways(body: bytes) -> tuple[InferRequest | str, InferRequest | str]:
+    """``body`` as a JSON body (the simdjson paths) and as a binary request's header (the general decoder)."""
+    outcomes: list[InferRequest | str] = []
+    for header_length in (None, str(len(body))):
+        try:
+            with warnings.catch_warnings():  # both paths cast 1e39 to an FP32 inf, which numpy warns about
+                warnings.simplefilter("ignore", RuntimeWarning)
+                outcomes.append(decode_infer_request(body, header_length, LIMIT))
+        except InvalidInput as error:
+            outcomes.append(error.message)
+    return outcomes[0], outcomes[1]
+
+
+envelope_values = st.sampled_from(
+    [None, "r", "", "é[", "x" * 256, "x" * 257, 5, 2.0, True, [1], {"a": 1}, "FP32", "INT32"]
+)
+envelope_changes = st.one_of(  # one field of the commonest body, changed
+    st.tuples(st.just("id"), envelope_values),
+    st.tuples(st.just("name"), envelope_values),
+    st.tuples(st.just("datatype"), envelope_values),
+    st.tuples(
+        st.just("shape"),
+        st.lists(st.one_of(st.integers(-1, 3), st.sampled_from([2.0, True, "2", None])), max_size=3),
+    ),
+    st.tuples(
+        st.just("request"),
+        st.sampled_from(
+            [
+                {"parameters": {}},
+                {"parameters": {"binary_data_output": True}},
+                {"parameters": {"a": [1]}},
+                {"outputs": [{"name": "y"}]},
+                {"other": 1},
+            ]
+        ),
+    ),
+    st.tuples(st.just("drop"), st.sampled_from(["name", "shape", "datatype", "data"])),
+    st.tuples(st.just("input"), st.sampled_from([{"parameters": {}}, {"other": 1}])),
+    st.tuples(st.just("inputs"), st.integers(0, 2)),
+)
+
+
+@given(st.lists(envelope_changes, max_size=2))
+@example([])
+@example([("shape", [2.0])])
+@example([("id", "x" * 257)])
+@example([("name", "")])
+def test_any_json_envelope_decodes_alike_through_simdjson_and_the_general_decoder(
+    changes: list[tuple[str, Any]],
+) -> None:
+    """Around flat FP32 data, the fields the plain path reads with exact types only: the same request (id,
+    inputs, parameters, outputs) or the same error as the general decoder, whichever path took it."""
+    item: dict[str, Any] = {"name": "x", "shape": [2], "datatype": "FP32", "data": [0.5, 2.0]}
+    document: dict[str, Any] = {"id": "r"}
+    copies = 1
+    for field, value in changes:
+        if field in ("name", "shape", "datatype"):
+            item[field] = value
+        elif field == "id":
+            document["id"] = value
+        elif field == "request":
+            document |= value
+        elif field == "input":
+            item |= value
+        elif field == "drop":
+            item.pop(value, None)
+        elif field == "inputs":
+            copies = value
+    document["inputs"] = [item] * copies
+    fast, general = decoded_both_ways(orjson.dumps(document))
+    if isinstance(general, str):
+        assert fast == general
+        return
+    assert isinstance(fast, InferRequest)
+    assert (fast.id, fast.parameters, fast.outputs, fast.binary_outputs) == (
+        general.id, general.parameters, general.outputs, general.binary_outputs
+    )  # fmt: skip
+    assert [(t.name, t.datatype, t.parameters) for t in fast.inputs] == [
+        (t.name, t.datatype, t.parameters) for t in general.inputs
+    ]
+    for mine, theirs in zip(fast.inputs, general.inputs, strict=True):
+        assert mine.array.dtype == theirs.array.dtype and mine.array.flags.writeable
+        np.testing.assert_array_equal(mine.array, theirs.array)
+
+
+def test_the_commonest_body_is_read_without_the_skeleton_and_anything_else_is_not() -> None:
+    def body(**fields: Any) -> bytes:
+        item = {"name": "x", "shape": [2], "datatype": "FP32", "data": [0.5, 2]}
+        return orjson.dumps({"id": "r", "inputs": [{**item, **fields}]})
+
+    request_id, inputs = plain_float_inputs(parse_document(body()), body())  # type: ignore[misc]
+    assert request_id == "r" and [(name, shape) for name, shape, _ in inputs] == [("x", [2])]
+    np.testing.assert_array_equal(inputs[0][2], [0.5, 2.0])
+    for declined in (
+        body(data=[[0.5], [2]]),
+        body(data=[[0.5, 2], []]),  # ragged, and as long as flat: only the count of '[' tells
+        body(name="[x"),
+        body(shape=[2.0]),
+        body(shape=[True]),
+        body(datatype="FP64"),
+        body(parameters={}),
+        orjson.dumps({"inputs": [], "outputs": []}),
+        orjson.dumps(
+            {"id": 7, "inputs": [{"name": "x", "shape": [2], "datatype": "FP32", "data": [0.5, 2]}]}
+        ),
+        body().replace(b'"x"', b'"\\u0078"'),  # escapes: not counted
+    ):
+        assert plain_float_inputs(parse_document(declined), declined) is None, declined
 
 
 def test_flat_fp32_data_is_taken_by_simdjson_and_anything_else_is_left_to_the_general_decoder() -> None:

@@ -15,7 +15,13 @@ import orjson
 from pydantic import ValidationError
 from starlette.types import Receive
 
-from service.api.http.json_tensors import split_float_data
+from service.api.http.json_tensors import (
+    FLOAT_DATATYPE,
+    PlainInput,
+    parse_document,
+    plain_float_inputs,
+    split_float_data,
+)
 from service.codecs import decode_binary, decode_float_values, decode_json, to_little_endian_bytes
 from service.errors import InvalidInput, PayloadTooLarge
 from service.protocol import InferRequest, InferResponse, RequestedOutput, Tensor, WireInferRequest
@@ -90,7 +96,13 @@ def decode_infer_request(body: bytes, header_length: str | None, max_elements: i
         json_part, binary = view[: int(header_length)], view[int(header_length) :]
     else:
         json_part, binary = view, view[:0]
-    split = split_float_data(body) if header_length is None else None  # the whole body is JSON
+    split = None
+    if header_length is None:  # the whole body is JSON
+        parsed = parse_document(body)
+        plain = plain_float_inputs(parsed, body)
+        if plain is not None:
+            return _plain_request(*plain, max_elements)
+        split = split_float_data(body, parsed)
     document, taken = split if split is not None else (parse_json(json_part), {})
     try:
         wire = WireInferRequest.model_validate(document)
@@ -130,6 +142,14 @@ def decode_infer_request(body: bytes, header_length: str | None, max_elements: i
             binary_output = flags.get("binary_data", binary_default) is True
             outputs.append(RequestedOutput(output.name, binary=binary_output))
     return InferRequest(inputs, wire.id, parameters, outputs, binary_default)
+
+
+def _plain_request(request_id: str | None, inputs: list[PlainInput], max_elements: int) -> InferRequest:
+    tensors = [
+        Tensor(name, FLOAT_DATATYPE, decode_float_values(name, FLOAT_DATATYPE, shape, values, max_elements))
+        for name, shape, values in inputs
+    ]
+    return InferRequest(tensors, request_id)
 
 
 def encode_infer_response(response: InferResponse) -> tuple[bytes, dict[str, str]]:
