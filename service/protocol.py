@@ -2,6 +2,10 @@
 
 Wire models (pydantic) validate what a client sends and document it in OpenAPI; the transport decodes
 them into the plain value objects below, which carry numpy arrays and are all the DataPlane sees.
+
+The value objects are treated as immutable but not declared frozen: a frozen dataclass sets each field
+through ``object.__setattr__`` and took three times as long to build (0.64 against 0.19 µs), and a
+one-digit request builds half a dozen of these and their kin (``InferOutcome``, ``BatchResult``).
 """
 
 from __future__ import annotations
@@ -51,7 +55,7 @@ class WirePredictRequest(BaseModel):
     instances: list[Any] = Field(min_length=1)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Tensor:
     name: str
     datatype: str
@@ -63,14 +67,14 @@ class Tensor:
         return list(self.array.shape)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class RequestedOutput:
     name: str
     binary: bool = False
     parameters: Parameters = field(default_factory=dict)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class InferRequest:
     inputs: list[Tensor]
     id: str | None = None
@@ -80,7 +84,7 @@ class InferRequest:
     binary_outputs: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class InferResponse:
     model_name: str
     model_version: str

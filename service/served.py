@@ -11,7 +11,7 @@ from service.registry.store import ServedVariant
 from service.routing.router import Assignment
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: one per request (see service.protocol)
 class InferOutcome:
     response: InferResponse
     served: ServedVariant

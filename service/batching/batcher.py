@@ -85,7 +85,7 @@ class Deadlines:
             self._timer.arm(loop, heap[0][0])
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: one per request (see service.protocol)
 class BatchResult:
     outputs: dict[str, np.ndarray]
     queue_seconds: float
