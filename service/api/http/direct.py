@@ -76,12 +76,33 @@ class DirectInferProtocol(CoalescingHttpToolsProtocol):
     _defaults: list[tuple[bytes, bytes]] | None = None  # uvicorn's default headers, replaced once a second
     _defaults_head = b""
 
+    def on_message_begin(self) -> None:
+        """uvicorn's, but the ASGI scope is built only for a request that takes the ASGI path."""
+        self.url = b""
+        self.expect_100_continue = False
+        self.headers = []
+
     def on_headers_complete(self) -> None:
         cycle = self._direct_cycle()
         if cycle is None:
+            self._begin_scope()
             super().on_headers_complete()
             return
         self.cycle = cycle  # type: ignore[assignment]
+
+    def _begin_scope(self) -> None:
+        """The scope uvicorn's ``on_message_begin`` starts (its ``on_headers_complete`` adds the rest)."""
+        self.scope = {  # type: ignore[typeddict-item]
+            "type": "http",
+            "asgi": {"version": self.asgi_version, "spec_version": "2.3"},
+            "http_version": "1.1",
+            "server": self.server,
+            "client": self.client,
+            "scheme": self.scheme,  # type: ignore[typeddict-item]
+            "root_path": self.root_path,
+            "headers": self.headers,
+            "state": self.app_state.copy(),
+        }
 
     def on_body(self, body: bytes) -> None:
         cycle = self.cycle
@@ -124,9 +145,8 @@ class DirectInferProtocol(CoalescingHttpToolsProtocol):
         target = endpoint.target(path)
         if target is None:
             return None
-        headers: dict[str, str] = {}
-        for name, value in self.headers:
-            headers.setdefault(name.decode("latin-1"), value.decode("latin-1"))
+        # the first of a repeated header counts, as Starlette's Headers.get reads it
+        headers = {name.decode("latin-1"): value.decode("latin-1") for name, value in reversed(self.headers)}
         declared = headers.get("content-length")
         if (
             declared is None

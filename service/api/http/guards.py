@@ -63,6 +63,7 @@ class GuardedHttpToolsProtocol(DirectInferProtocol):
     """
 
     limits: ClientLimits  # set on the subclass ``guarded_protocol`` makes
+    phase_limits: dict[str, float]  # seconds each phase may last, by phase; from ``limits``
 
     _timer: EarliestTimer
     _phase: str | None = None  # "head", "body" or "idle"; None while a request is being served
@@ -109,22 +110,18 @@ class GuardedHttpToolsProtocol(DirectInferProtocol):
         elif self._phase is None:  # not already receiving the next request
             self._enter("idle")
 
-    def _limit(self, phase: str) -> float:
-        if phase == "head":
-            return self.limits.head_timeout_s
-        return self.limits.body_timeout_s if phase == "body" else self.limits.keep_alive_timeout_s
-
     def _enter(self, phase: str) -> None:
         self._phase = phase
         self._phase_started = now = self.loop.time()
-        # a shorter phase (idle after a long head) moves the one timer earlier
-        self._timer.arm(self.loop, now + self._limit(phase))
+        due = now + self.phase_limits[phase]
+        if due < self._timer.due:  # a shorter phase (idle after a long head) moves the one timer earlier
+            self._timer.arm(self.loop, due)
 
     def _check(self) -> None:
         phase = self._phase
         if phase is None or self.transport.is_closing():
             return  # a request being served, or gone: the next phase re-arms
-        due = self._phase_started + self._limit(phase)
+        due = self._phase_started + self.phase_limits[phase]
         if not reached(self.loop, due):
             self._timer.arm(self.loop, due)
             return
@@ -146,4 +143,11 @@ class GuardedHttpToolsProtocol(DirectInferProtocol):
 
 def guarded_protocol(limits: ClientLimits) -> type[GuardedHttpToolsProtocol]:
     """The protocol class uvicorn instantiates per connection, carrying these limits."""
-    return type("GuardedHttpToolsProtocol", (GuardedHttpToolsProtocol,), {"limits": limits})
+    phase_limits = {
+        "head": limits.head_timeout_s, "body": limits.body_timeout_s, "idle": limits.keep_alive_timeout_s
+    }  # fmt: skip
+    return type(
+        "GuardedHttpToolsProtocol",
+        (GuardedHttpToolsProtocol,),
+        {"limits": limits, "phase_limits": phase_limits},
+    )
