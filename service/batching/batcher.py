@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from service.backends.base import Backend
+from service.batching.pending_queue import PendingQueue
 from service.errors import BackendUnavailable, ModelNotReady, Overloaded
 from service.signature import FiniteCheck
 from service.timers import EarliestTimer, reached
@@ -32,14 +33,11 @@ log = logging.getLogger(__name__)
 class _Pending:
     batch: np.ndarray
     future: asyncio.Future[dict[str, np.ndarray]]
-    enqueued_at: float = 0.0
+    enqueued_at: float
+    rows: int
     started_at: float = 0.0
     batch_rows: int = 0
     compute_s: float = 0.0
-
-    @property
-    def rows(self) -> int:
-        return int(self.batch.shape[0])
 
 
 class Deadlines:
@@ -110,7 +108,7 @@ class DynamicBatcher:
         self.name = name
         self._max_rows = max_batch_size
         self._max_delay = max_delay_s
-        self._queue: asyncio.Queue[_Pending] = asyncio.Queue(maxsize=max_queue_size)
+        self._queue: PendingQueue[_Pending] = PendingQueue(max_queue_size)
         self._instances = instances
         self._workers: list[asyncio.Task[None]] = []
         self._carry: _Pending | None = None
@@ -121,7 +119,7 @@ class DynamicBatcher:
 
     @property
     def queue_depth(self) -> int:
-        return self._queue.qsize()
+        return len(self._queue)
 
     def start(self) -> None:
         self._workers = [
@@ -142,8 +140,7 @@ class DynamicBatcher:
             with contextlib.suppress(asyncio.CancelledError):
                 await worker
         self._workers = []
-        while not self._queue.empty():
-            pending = self._queue.get_nowait()
+        while (pending := self._queue.get_nowait()) is not None:
             if not pending.future.done():
                 pending.future.set_exception(Overloaded(f"{self.name} is shutting down"))
 
@@ -158,11 +155,9 @@ class DynamicBatcher:
             raise ModelNotReady(f"{self.name} has been unloaded")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[dict[str, np.ndarray]] = loop.create_future()
-        pending = _Pending(batch, future, loop.time())
-        try:
-            self._queue.put_nowait(pending)
-        except asyncio.QueueFull:
-            raise Overloaded(f"{self.name}: queue is full ({self._queue.maxsize} requests waiting)") from None
+        pending = _Pending(batch, future, loop.time(), int(batch.shape[0]))
+        if not self._queue.put_nowait(pending):
+            raise Overloaded(f"{self.name}: queue is full ({self._queue.maxsize} requests waiting)")
         if deadline is None:
             outputs = await future
         else:
@@ -182,35 +177,24 @@ class DynamicBatcher:
             try:
                 await self._run([item for item in items if not item.future.done()])  # skip callers that left
             finally:
-                for _ in items:
-                    self._queue.task_done()
-
-    async def _next(self, wait_s: float | None) -> _Pending | None:
-        if self._carry is not None:
-            item, self._carry = self._carry, None
-            return item
-        if wait_s is None:
-            return await self._queue.get()
-        try:
-            return self._queue.get_nowait()
-        except asyncio.QueueEmpty:
-            if wait_s <= 0:
-                return None
-        try:
-            return await asyncio.wait_for(self._queue.get(), wait_s)
-        except TimeoutError:
-            return None
+                self._queue.task_done(len(items))
 
     async def _take_batch(self) -> list[_Pending]:
-        loop = asyncio.get_running_loop()
-        first = await self._next(None)
-        assert first is not None
+        """The next batch: what is waiting now, and what comes within ``max_delay`` while it is not full."""
+        queue, loop = self._queue, asyncio.get_running_loop()
+        first = self._carry
+        self._carry = None
+        if first is None:
+            first = await queue.get()
+            assert first is not None
         items, rows = [first], first.rows
         deadline = loop.time() + self._max_delay
         while rows < self._max_rows:
-            item = await self._next(deadline - loop.time())
+            item = queue.get_nowait()
             if item is None:
-                break
+                item = await queue.get(deadline - loop.time())  # None at once when the delay is over
+                if item is None:
+                    break
             if rows + item.rows > self._max_rows:
                 self._carry = item  # starts the next batch; a batch never exceeds max_batch_size
                 break
