@@ -20,7 +20,7 @@ class PendingQueue(Generic[T]):
     def __init__(self, maxsize: int) -> None:
         self.maxsize = maxsize
         self._items: deque[T] = deque()
-        self._waiter: asyncio.Future[None] | None = None  # the getter waiting for an item
+        self._waiter: asyncio.Future[bool] | None = None  # the getter waiting for an item
         self._unfinished = 0  # put and not yet marked done
         self._finished = asyncio.Event()
         self._finished.set()
@@ -39,30 +39,38 @@ class PendingQueue(Generic[T]):
         self._unfinished += 1
         waiter = self._waiter
         if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+            waiter.set_result(False)
         return True
 
     def get_nowait(self) -> T | None:
         return self._items.popleft() if self._items else None
 
     async def get(self, timeout_s: float | None = None) -> T | None:
-        """The next item, waiting for one up to ``timeout_s`` (forever if None); None if none came."""
+        """The next item, waiting for one up to ``timeout_s`` (forever if None); None if none came.
+
+        The wait is a timer on the waiter, not ``asyncio.wait_for``: on Python 3.11 ``wait_for`` drops a
+        cancellation that arrives as the waited future completes, and a worker stopped at that moment would
+        go on to wait forever.
+        """
         items = self._items
+        if items:
+            return items.popleft()
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout_s is None else loop.time() + timeout_s
         while not items:
-            if timeout_s is not None and timeout_s <= 0:
+            if deadline is not None and deadline <= loop.time():
                 return None
-            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            waiter: asyncio.Future[bool] = loop.create_future()
             self._waiter = waiter
+            timer = None if deadline is None else loop.call_at(deadline, _time_out, waiter)
             try:
-                if timeout_s is None:
-                    await waiter
-                else:
-                    await asyncio.wait_for(waiter, timeout_s)
-            except TimeoutError:
-                return items.popleft() if items else None
+                if await waiter:  # True: the timer's, not a put's
+                    break
             finally:
                 self._waiter = None
-        return items.popleft()
+                if timer is not None:
+                    timer.cancel()
+        return items.popleft() if items else None
 
     def task_done(self, count: int = 1) -> None:
         """``count`` items taken earlier are finished with."""
@@ -75,3 +83,8 @@ class PendingQueue(Generic[T]):
     async def join(self) -> None:
         """Until every item put has been taken and marked done."""
         await self._finished.wait()
+
+
+def _time_out(waiter: asyncio.Future[bool]) -> None:
+    if not waiter.done():
+        waiter.set_result(True)

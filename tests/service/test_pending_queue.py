@@ -55,6 +55,23 @@ def test_a_cancelled_getter_leaves_the_next_item_for_the_next_getter() -> None:
     asyncio.run(scenario())
 
 
+def test_a_timed_getter_cancelled_as_its_item_arrives_is_cancelled_and_leaves_the_item() -> None:
+    """A batcher stopped while it waits out its batching delay must stop (asyncio.wait_for on 3.11 would
+    return the item and swallow the cancellation)."""
+
+    async def scenario() -> None:
+        queue: PendingQueue[int] = PendingQueue(4)
+        getter = asyncio.create_task(queue.get(5))
+        await asyncio.sleep(0.01)
+        queue.put_nowait(1)
+        getter.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await getter
+        assert queue.get_nowait() == 1
+
+    asyncio.run(scenario())
+
+
 def test_join_waits_until_every_item_put_is_marked_done() -> None:
     async def scenario() -> None:
         queue: PendingQueue[int] = PendingQueue(8)
