@@ -183,8 +183,9 @@ envelope_changes = st.one_of(  # one field of the commonest body, changed
         ),
     ),
     st.tuples(st.just("drop"), st.sampled_from(["name", "shape", "datatype", "data"])),
+    st.tuples(st.just("data"), st.sampled_from([5, "x", None, {"a": 1}, [[0.5, 2.0], []], [0.5, True]])),
     st.tuples(st.just("input"), st.sampled_from([{"parameters": {}}, {"other": 1}])),
-    st.tuples(st.just("inputs"), st.integers(0, 2)),
+    st.tuples(st.just("inputs"), st.sampled_from([0, 2, 64, 65])),
 )
 
 
@@ -193,6 +194,8 @@ envelope_changes = st.one_of(  # one field of the commonest body, changed
 @example([("shape", [2.0])])
 @example([("id", "x" * 257)])
 @example([("name", "")])
+@example([("inputs", 65)])
+@example([("data", 5)])
 def test_any_json_envelope_decodes_alike_through_simdjson_and_the_general_decoder(
     changes: list[tuple[str, Any]],
 ) -> None:
@@ -202,7 +205,7 @@ def test_any_json_envelope_decodes_alike_through_simdjson_and_the_general_decode
     document: dict[str, Any] = {"id": "r"}
     copies = 1
     for field, value in changes:
-        if field in ("name", "shape", "datatype"):
+        if field in ("name", "shape", "datatype", "data"):
             item[field] = value
         elif field == "id":
             document["id"] = value
@@ -252,6 +255,11 @@ def test_the_commonest_body_is_read_without_the_skeleton_and_anything_else_is_no
             {"id": 7, "inputs": [{"name": "x", "shape": [2], "datatype": "FP32", "data": [0.5, 2]}]}
         ),
         body().replace(b'"x"', b'"\\u0078"'),  # escapes: not counted
+        body(data=5),
+        body(shape=2),
+        b'{"inputs": ["x"]}',
+        b'{"inputs": [], "inputs": []}',
+        orjson.dumps({"inputs": [orjson.loads(body())["inputs"][0]] * 65}),
     ):
         assert plain_float_inputs(parse_document(declined), declined) is None, declined
 

@@ -3,9 +3,11 @@
 orjson builds one Python float per element and numpy then reads them back: for a one-digit request (784
 values) that was 29 µs on one core, the largest row of the request's budget after the transport. simdjson
 parses the body into its own tape and exports a flat numeric array as a buffer of doubles: 11 µs for the
-same body. Everything else in the document becomes Python as before and goes through the same pydantic
-model and the same checks. A body this path does not take whole (invalid JSON, duplicate keys, nested or
-non-numeric ``data``, another datatype) returns None, and the general decoder reads it and gives the errors.
+same body. The commonest body (an id and flat FP32 inputs) is then read straight from simdjson's document
+(``plain_float_inputs``); in any other, everything but the taken ``data`` becomes Python as before and goes
+through the same pydantic model and the same checks (``split_float_data``). A body neither takes whole
+(invalid JSON, duplicate keys, nested or non-numeric ``data``, another datatype) returns None, and the
+general decoder reads it and gives the errors.
 """
 
 from __future__ import annotations
