@@ -4,6 +4,7 @@ Triton's semantics: each message is an independent request, answered when it is 
 the request id, so answers may overtake each other), and a failed request answers with ``error_message``
 while the stream stays open. Requests of one stream run concurrently up to ``max_in_flight``; past that the
 stream stops reading, so a client that floods it is slowed by HTTP/2 flow control instead of growing memory.
+An answer counts until the transport has taken it, so a client that stops reading answers is held the same way.
 
 Per message, a stream skips what a unary call pays for: call setup, metadata and the final status. On this
 machine the bare grpc.aio stream answered three to four times as many messages per second as unary calls
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 
 from tritonclient.grpc import service_pb2 as pb
 
@@ -27,13 +28,15 @@ Answer = Callable[[pb.ModelInferRequest], Awaitable[pb.ModelStreamInferResponse]
 
 async def answer_stream(
     requests: AsyncIterator[pb.ModelInferRequest], answer: Answer, max_in_flight: int
-) -> AsyncIterator[pb.ModelStreamInferResponse]:
+) -> AsyncGenerator[pb.ModelStreamInferResponse, None]:
     """Answer every request of the stream, in the order they finish; returns once all are answered."""
     finished: asyncio.Queue[pb.ModelStreamInferResponse | None] = asyncio.Queue()
     slots = asyncio.Semaphore(max_in_flight)
     running: set[asyncio.Task[None]] = set()
 
     async def one(request: pb.ModelInferRequest) -> None:
+        # its slot is released once its answer has been handed on (below), not when it is ready: a client
+        # that stops reading answers must stop being read, not fill ``finished``
         try:
             finished.put_nowait(await answer(request))
         except SlimServeError as error:
@@ -41,8 +44,6 @@ async def answer_stream(
         except Exception:
             log.exception("gRPC stream inference failed")
             finished.put_nowait(error_message(request, InternalError().message))
-        finally:
-            slots.release()
 
     async def read_all() -> None:
         try:
@@ -60,6 +61,7 @@ async def answer_stream(
     try:
         while (response := await finished.get()) is not None:
             yield response
+            slots.release()  # the transport took the answer: one more request may be read
         await reader  # the client's stream broke: its error ends this one
     finally:
         reader.cancel()
