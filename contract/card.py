@@ -7,6 +7,7 @@ before anything reaches the registry, so a card that the service would refuse is
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -50,6 +51,16 @@ class TensorSpec(BaseModel):
     name: str = Field(min_length=1)
     datatype: Datatype
     shape: list[int] = Field(min_length=1, description="-1 for a variable dimension; the first is the batch.")
+
+
+def shape_fits(expected: Sequence[int], shape: Sequence[int]) -> bool:
+    """``shape`` has ``expected``'s dimensions, -1 matching any size (a plain loop: it runs per request)."""
+    if len(shape) != len(expected):
+        return False
+    for want, got in zip(expected, shape, strict=True):  # noqa: SIM110 (all() of a generator: twice as slow)
+        if want != -1 and want != got:
+            return False
+    return True
 
 
 class Signature(BaseModel):

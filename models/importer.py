@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from contract import layout
-from contract.card import ArtifactFormat, ModelCard, Signature, TensorSpec
+from contract.card import ArtifactFormat, ModelCard, Signature, TensorSpec, shape_fits
 from contract.publish import draft_version, publish, sha256_of
 from models.artifacts import library_versions
 from models.data import sha256_arrays
@@ -198,9 +198,7 @@ def read_eval_data(path: Path | None, signature: Signature, classes: int) -> Eva
     except SpecError as exc:
         raise ImportRefused(str(exc)) from None
     expected = signature.inputs[0].shape
-    if inputs.ndim != len(expected) or any(
-        w not in (-1, g) for w, g in zip(expected[1:], inputs.shape[1:], strict=True)
-    ):
+    if inputs.ndim != len(expected) or not shape_fits(expected[1:], inputs.shape[1:]):
         raise ImportRefused(
             f"--eval-data: inputs shaped {list(inputs.shape)} do not match the signature's input {expected}"
         )

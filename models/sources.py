@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from contract.card import shape_fits
 from models import architectures
 from models.architectures import Normaliser
 from models.data import Dataset, DatasetError, Split, read_idx, sha256_arrays, stratified_split
@@ -151,9 +152,7 @@ def checked_split(inputs: np.ndarray, labels: np.ndarray, spec: FamilySpec, wher
     """Inputs in the signature's shape (float32) and integer labels within the family's classes."""
     expected = _fixed(spec)
     got = list(inputs.shape[1:])
-    if inputs.ndim != len(expected) + 1 or any(
-        want not in (-1, have) for want, have in zip(expected, got, strict=False)
-    ):
+    if inputs.ndim != len(expected) + 1 or not shape_fits(expected, got):
         raise SpecError(
             f"{where}: inputs shaped {['N', *got]} do not match signature.input.shape {spec.signature.input.shape}"
         )

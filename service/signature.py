@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from contract.card import Signature
+from contract.card import Signature, shape_fits
 from service.codecs import NUMPY_DTYPES
 from service.errors import InvalidInput
 from service.protocol import InferRequest, RequestedOutput
@@ -26,7 +26,7 @@ def prepare_input(model: str, signature: Signature, request: InferRequest, *, ma
         raise InvalidInput(f"input '{spec.name}' is given {len(inputs)} times")
     array = inputs[0].array
     expected = spec.shape
-    if not fits(expected, array.shape):
+    if not shape_fits(expected, array.shape):
         raise InvalidInput(f"input '{spec.name}': expected shape {expected}, got {list(array.shape)}")
     rows = array.shape[0]
     if rows < 1 or rows > max_rows:
@@ -56,16 +56,6 @@ class FiniteCheck:
 
     def error(self) -> InvalidInput:
         return InvalidInput(f"input '{self.tensor}': NaN or infinite values are not accepted")
-
-
-def fits(expected: list[int], shape: tuple[int, ...]) -> bool:
-    """``shape`` has ``expected``'s dimensions, -1 matching any size (a plain loop: this runs per request)."""
-    if len(shape) != len(expected):
-        return False
-    for want, got in zip(expected, shape, strict=True):  # noqa: SIM110 (all() of a generator: twice as slow)
-        if want != -1 and want != got:
-            return False
-    return True
 
 
 def select_outputs(model: str, signature: Signature, request: InferRequest) -> list[RequestedOutput]:
