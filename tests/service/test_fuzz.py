@@ -264,11 +264,15 @@ def test_the_commonest_body_is_read_without_the_skeleton_and_anything_else_is_no
         assert plain_float_inputs(parse_document(declined), declined) is None, declined
 
 
+def split_of(body: bytes) -> tuple[dict[str, Any], dict[int, np.ndarray]] | None:
+    return split_float_data(parse_document(body), body)
+
+
 def test_flat_fp32_data_is_taken_by_simdjson_and_anything_else_is_left_to_the_general_decoder() -> None:
     def body(data: Any, datatype: str = "FP32") -> bytes:
         return orjson.dumps({"inputs": [{"name": "x", "shape": [2], "datatype": datatype, "data": data}]})
 
-    split = split_float_data(body([0.5, 2]))
+    split = split_of(body([0.5, 2]))
     assert split is not None
     document, taken = split
     assert document == {"inputs": [{"name": "x", "shape": [2], "datatype": "FP32"}]}
@@ -278,10 +282,10 @@ def test_flat_fp32_data_is_taken_by_simdjson_and_anything_else_is_left_to_the_ge
         [[0.5], [2, 3], []],
         [0.5, [2]],
     ):  # evenness is the general decoder's to check
-        assert split_float_data(body(nested)) is None
-    assert split_float_data(body([0.5, 2]).replace(b'"x"', b'"[\\u005b"')) is None  # escapes: not counted
-    assert split_float_data(body([0.5, True])) is None
-    assert split_float_data(b'{"inputs": [], "inputs": []}') is None
-    assert split_float_data(b'{"inputs": [], "id": 123456789012345678901234567890}') is None
-    assert split_float_data(body([0.5, 2]).replace(b"2]", b"123456789012345678901234567890]")) is None
-    assert split_float_data(body([1, 2], "INT32")) == (orjson.loads(body([1, 2], "INT32")), {})
+        assert split_of(body(nested)) is None
+    assert split_of(body([0.5, 2]).replace(b'"x"', b'"[\\u005b"')) is None  # escapes: not counted
+    assert split_of(body([0.5, True])) is None
+    assert split_of(b'{"inputs": [], "inputs": []}') is None
+    assert split_of(b'{"inputs": [], "id": 123456789012345678901234567890}') is None
+    assert split_of(body([0.5, 2]).replace(b"2]", b"123456789012345678901234567890]")) is None
+    assert split_of(body([1, 2], "INT32")) == (orjson.loads(body([1, 2], "INT32")), {})

@@ -77,24 +77,16 @@ def plain_float_inputs(document: Any, body: bytes) -> tuple[str | None, list[Pla
         dims: list[Any] = shape.as_list()
         if any(type(dim) is not int for dim in dims):
             return None
-        try:
-            values = np.frombuffer(data.as_buffer(of_type="d"), dtype=np.float64)
-        except (TypeError, ValueError, RuntimeError):  # a non-number, or a number out of range
+        values = _float_values(data)
+        if values is None:
             return None
         inputs.append((name, dims, values))
-    # flat data and no '[' in any string: the body's only lists are ``inputs`` and each input's shape and
-    # data (as_buffer flattens nested lists, even ragged ones; escapes could hide a '[')
-    if b"\\" in body or body.count(b"[") != 1 + 2 * len(inputs):
-        return None
-    return request_id, inputs
+    # the body's other lists: ``inputs`` and each input's shape
+    return (request_id, inputs) if _only_flat_data(body, 1 + len(inputs), len(inputs)) else None
 
 
-def split_float_data(
-    body: bytes, document: Any = None
-) -> tuple[dict[str, Any], dict[int, np.ndarray]] | None:
-    """The document with each FP32 input's flat ``data`` taken out as float64 values (by input index)."""
-    if document is None:
-        document = parse_document(body)
+def split_float_data(document: Any, body: bytes) -> tuple[dict[str, Any], dict[int, np.ndarray]] | None:
+    """``body``'s document with each FP32 input's flat ``data`` taken out as float64 values (by input index)."""
     keys = _unique_keys(document) if isinstance(document, simdjson.Object) else None
     if keys is None:
         return None
@@ -124,30 +116,44 @@ def _input(index: int, item: Any, taken: dict[int, np.ndarray]) -> Any:
     for field in fields:
         value = item[field]
         if field == "data" and isinstance(value, simdjson.Array) and item.get("datatype") == FLOAT_DATATYPE:
-            try:
-                taken[index] = np.frombuffer(value.as_buffer(of_type="d"), dtype=np.float64)
-            except (TypeError, ValueError, RuntimeError):  # a non-number, or a number out of range
+            values = _float_values(value)
+            if values is None:
                 return None
+            taken[index] = values
         else:
             entry[field] = _plain(value)
     return entry
 
 
-def _all_flat(body: bytes, skeleton: dict[str, Any], taken: dict[int, np.ndarray]) -> bool:
-    """Whether every taken ``data`` was a flat list (``as_buffer`` flattens nested ones, even ragged).
+def _float_values(data: Any) -> np.ndarray | None:
+    """A simdjson array's numbers as float64, flattened; None for a non-number or a number out of range."""
+    try:
+        return np.frombuffer(data.as_buffer(of_type="d"), dtype=np.float64)
+    except (TypeError, ValueError, RuntimeError):
+        return None
 
-    Counted, not walked: with no escapes in the body, each '[' in it opens a list of the skeleton, sits in
-    one of its strings, or opens a taken array; so the counts match only if each taken array has one. The
-    skeleton's own are counted in its JSON text (JSON never escapes '['), which orjson writes in C: walking
-    it in Python was a fifth of the decoding.
+
+def _all_flat(body: bytes, skeleton: dict[str, Any], taken: dict[int, np.ndarray]) -> bool:
+    """Whether every taken ``data`` was a flat list, the skeleton's own lists counted in its JSON text.
+
+    orjson writes the text in C (JSON never escapes '['): walking the skeleton in Python was a fifth of the
+    decoding.
     """
-    if b"\\" in body:
-        return False
     try:
         skeleton_text = orjson.dumps(skeleton)
     except orjson.JSONEncodeError:
         return False  # nothing simdjson parsed should fail; if it does, the general decoder decides
-    return body.count(b"[") == skeleton_text.count(b"[") + len(taken)
+    return _only_flat_data(body, skeleton_text.count(b"["), len(taken))
+
+
+def _only_flat_data(body: bytes, other_lists: int, taken: int) -> bool:
+    """Whether each of the ``taken`` data arrays was a flat list (``as_buffer`` flattens nested ones, even
+    ragged), given the number of the body's other lists.
+
+    Counted, not walked: with no escapes in the body, each '[' in it opens one of the other lists, sits in a
+    string, or opens a taken array; so the count matches only if each taken array has one.
+    """
+    return b"\\" not in body and body.count(b"[") == other_lists + taken
 
 
 def _unique_keys(value: Any) -> list[str] | None:

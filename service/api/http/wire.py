@@ -102,8 +102,7 @@ def decode_infer_request(body: bytes, header_length: str | None, max_elements: i
         plain = plain_float_inputs(parsed, body)
         if plain is not None:
             return _plain_request(*plain, max_elements)
-        if parsed is not None:  # else simdjson could not read it: the general decoder says why
-            split = split_float_data(body, parsed)
+        split = split_float_data(parsed, body)  # None too when simdjson could not read it
         del parsed  # simdjson's tape, as large as the body: nothing below reads it
     document, taken = split if split is not None else (parse_json(json_part), {})
     try:
