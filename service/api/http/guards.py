@@ -113,9 +113,8 @@ class GuardedHttpToolsProtocol(DirectInferProtocol):
     def _enter(self, phase: str) -> None:
         self._phase = phase
         self._phase_started = now = self.loop.time()
-        due = now + self.phase_limits[phase]
-        if due < self._timer.due:  # a shorter phase (idle after a long head) moves the one timer earlier
-            self._timer.arm(self.loop, due)
+        # a shorter phase (idle after a long head) moves the one timer earlier
+        self._timer.arm(self.loop, now + self.phase_limits[phase])
 
     def _check(self) -> None:
         phase = self._phase
